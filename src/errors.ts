@@ -126,21 +126,23 @@ export const INTEGRITY_MESSAGE = 'Stored session failed its integrity check';
  * ```
  */
 export class SessionIntegrityError extends SessionError {
-  constructor() {
-    super('ERR_SESSION_INTEGRITY', INTEGRITY_MESSAGE);
+  constructor(code: 'ERR_SESSION_INTEGRITY' | 'ERR_SESSION_UNKNOWN_KEY_ID' = 'ERR_SESSION_INTEGRITY', message = INTEGRITY_MESSAGE) {
+    super(code, message);
   }
 }
 
 /**
  * A record was sealed under a key id this keyring does not hold.
- * The message names the id (ids are not secret), never any key.
+ * The message names the id (ids are not secret), never any key. It is a
+ * {@link SessionIntegrityError} too (the record cannot be opened, and a corrupted id byte
+ * looks just like a missing key), with its own code.
  *
  * @example
  * ```ts
  * catch (e) { if (e instanceof UnknownKeyIdError) console.error('missing key', e.keyId); }
  * ```
  */
-export class UnknownKeyIdError extends SessionError {
+export class UnknownKeyIdError extends SessionIntegrityError {
   /** The key id found in the record. */
   readonly keyId: string;
 

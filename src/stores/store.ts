@@ -32,9 +32,13 @@ export interface WriteOptions {
 
 /** A page of {@link SessionStore.list}. */
 export interface RecordPage {
-  /** Records in ascending storage-key order (code point order). */
+  /**
+   * Records in an order the store chooses (the SQL stores use key order; Redis uses SCAN order).
+   * A record present for the whole listing appears at least once; one written or deleted
+   * meanwhile may or may not appear.
+   */
   readonly records: ReadonlyArray<{ readonly key: string } & StoredRecord>;
-  /** Pass to the next call to continue; absent on the last page. */
+  /** Opaque: pass it to the next call to continue; absent on the last page. */
   readonly cursor?: string;
 }
 
@@ -62,6 +66,11 @@ export type CompareAndSetResult = { readonly ok: true; readonly version: string 
 export interface SessionStore {
   /** A short name for messages and diagnostics (`'sqlite'`, `'redis'`, ...). */
   readonly kind: string;
+  /**
+   * Connects and migrates, if the backend needs it. `SessionManager.open` awaits it, so a bad
+   * URL or an unreachable server fails there; a store also opens itself on first use. Idempotent.
+   */
+  open?(): Promise<void>;
   /** The record at `key`, expired or not (the manager's clock decides), or `undefined`. */
   get(key: string): Promise<StoredRecord | undefined>;
   /** Writes `value` at `key` unconditionally; resolves with the new version once durable. */
@@ -78,7 +87,7 @@ export interface SessionStore {
   ): Promise<CompareAndSetResult>;
   /** Deletes the record at `key`; resolves with whether one existed. */
   delete(key: string): Promise<boolean>;
-  /** Records whose key starts with `prefix` (exactly: no pattern syntax), in key order, a page at a time. */
+  /** Records whose key starts with `prefix` (exactly: no pattern syntax), a page at a time. */
   list(prefix: string, options: ListOptions): Promise<RecordPage>;
   /** Deletes every record whose key starts with `prefix`; resolves with how many. */
   deleteByPrefix(prefix: string): Promise<number>;

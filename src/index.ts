@@ -1,0 +1,35 @@
+// The whole public API of ordo-sessions, on one screen.
+export { SessionManager, BrokerSessions, DEFAULT_SQLITE_PATH } from './session-manager.ts';
+export type { SessionManagerOptions, SessionInfo } from './session-manager.ts';
+export type { ExpiryOptions } from './expiry.ts';
+export { Keyring } from './crypto/keyring.ts';
+export type { KeyringEntry } from './crypto/keyring.ts';
+export { MemoryStore } from './stores/memory.ts';
+export { SqliteStore } from './stores/sqlite.ts';
+export type { SqliteStoreOptions } from './stores/sqlite.ts';
+export type {
+  SessionStore,
+  StoredRecord,
+  WriteOptions,
+  ListOptions,
+  RecordPage,
+  CompareAndSetResult,
+} from './stores/store.ts';
+export type { JsonValue } from './values.ts';
+export { DEFAULT_MAX_VALUE_BYTES } from './values.ts';
+export { IDENTIFIER_PATTERN, MAX_SESSION_KEY_LENGTH, DEFAULT_NAMESPACE } from './namespace.ts';
+export {
+  SessionError,
+  InvalidSessionKeyError,
+  InvalidSessionDataError,
+  InvalidExpiryError,
+  InvalidOptionsError,
+  SessionIntegrityError,
+  UnknownKeyIdError,
+  KeyringError,
+  KeyringMismatchError,
+  StoreError,
+  StoreUnavailableError,
+  SessionClosedError,
+} from './errors.ts';
+export type { SessionErrorCode } from './errors.ts';
