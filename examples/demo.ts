@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Keyring, SessionIntegrityError, SessionManager } from '../src/index.ts';
+import { Keyring, type SessionIntegrityError, SessionManager } from '../src/index.ts';
 
 interface FyersSession {
   accessToken: string;

@@ -7,6 +7,17 @@ export type { KeyringEntry } from './crypto/keyring.ts';
 export { MemoryStore } from './stores/memory.ts';
 export { SqliteStore } from './stores/sqlite.ts';
 export type { SqliteStoreOptions } from './stores/sqlite.ts';
+export { RedisStore } from './stores/redis.ts';
+export type {
+  RedisStoreOptions,
+  RedisStoreUrlOptions,
+  RedisStoreClusterOptions,
+  RedisStoreClientOptions,
+  RedisClientLike,
+  RedisClusterLike,
+} from './stores/redis.ts';
+export { PostgresStore } from './stores/postgres.ts';
+export type { PostgresStoreOptions, PostgresStoreUrlOptions, PostgresStorePoolOptions } from './stores/postgres.ts';
 export type {
   SessionStore,
   StoredRecord,

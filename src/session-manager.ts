@@ -393,8 +393,14 @@ export class SessionManager {
 
   /** With no canary at all, a store that already holds sessions must hold one we can open. */
   async #checkAnySession(): Promise<void> {
-    const page = await callStore(this.#store, 'open', () => this.#store.list(namespacePrefix(this.#namespace), { limit: 1 }));
-    const [record] = page.records;
+    let record: ({ key: string } & StoredRecord) | undefined;
+    let cursor: string | undefined;
+    do {
+      const options = cursor === undefined ? { limit: 1 } : { limit: 1, cursor };
+      const page = await callStore(this.#store, 'open', () => this.#store.list(namespacePrefix(this.#namespace), options));
+      record = page.records[0];
+      cursor = page.cursor;
+    } while (record === undefined && cursor !== undefined);
     if (record === undefined) return;
     const parsed = parseStorageKey(this.#namespace, record.key);
     try {

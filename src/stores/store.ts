@@ -22,12 +22,29 @@ export interface StoredRecord {
   readonly version: string;
 }
 
+/** What a change notification says happened to a record. */
+export type ChangeKind = 'set' | 'delete' | 'refresh' | 'expire';
+
+/** One change notification: which storage key, and what happened. Never any data. */
+export interface StoreChange {
+  readonly key: string;
+  readonly kind: ChangeKind;
+}
+
 /** What a write stores beside the sealed bytes. */
 export interface WriteOptions {
+  /** What watchers are told the write was. Default `'set'`. */
+  readonly change?: 'set' | 'refresh';
   /** Epoch ms after which the record is dead, or `null` for no expiry. */
   readonly expiresAt: number | null;
   /** Epoch ms of the write (the manager's clock). */
   readonly updatedAt: number;
+}
+
+/** Options of {@link SessionStore.subscribe}. */
+export interface SubscribeOptions {
+  /** How often a polling store (SQLite) looks for changes. Default 250 ms. */
+  readonly pollIntervalMs?: number;
 }
 
 /** A page of {@link SessionStore.list}. */
@@ -95,4 +112,18 @@ export interface SessionStore {
   purgeExpired(prefix: string, now: number): Promise<number>;
   /** Releases what the store opened. Idempotent. Never closes a client the caller supplied. */
   close(): Promise<void>;
+
+  /**
+   * Takes the lease named `key` for `ttlMs` if nobody holds it (or its holder's lease ran out),
+   * holding it as `token`. Across every process sharing the store, at most one holder at a time.
+   * Leases live apart from records: a lease key never shows up in `list`.
+   */
+  acquireLease?(key: string, token: string, ttlMs: number): Promise<boolean>;
+  /** Releases the lease if `token` still holds it (compare-and-delete); resolves with whether it did. */
+  releaseLease?(key: string, token: string): Promise<boolean>;
+  /**
+   * Calls `listener` for every change to a record under `prefix` made by any process sharing the
+   * store (this one included), until the returned function is called. `close()` ends every subscription.
+   */
+  subscribe?(prefix: string, listener: (change: StoreChange) => void, options?: SubscribeOptions): Promise<() => Promise<void>>;
 }

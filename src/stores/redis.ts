@@ -1,0 +1,846 @@
+/**
+ * The shared in-memory store: Redis (>= 6.2) or a Redis Cluster, through node-redis.
+ *
+ * Key layout. A record lives at `<keyPrefix>{<tag>}`, where `<tag>` is the storage key with
+ * `%`, `{` and `}` written as `%25`, `%7B` and `%7D` (the empty key, whose tag would be empty,
+ * is written `%`, which no other key produces). So:
+ * - the hash tag is well defined (no `}` inside it) and is the same for every key that belongs
+ *   to one session: a later `<keyPrefix>lock:{<tag>}` lands in the record's cluster slot;
+ * - the escaping is prefix-preserving (storage key `a` starts with `b` exactly when tag(a)
+ *   starts with escape(b)), so "starts with prefix" is `SCAN MATCH <keyPrefix>{<escape(prefix)>*`
+ *   once the glob syntax (`* ? [ ] \`) is escaped; every returned key is still decoded and
+ *   re-checked in code;
+ * - a key prefix holds no brace, so a record of this store is exactly a key whose text before the
+ *   first `{` is its prefix: stores with other prefixes (`ordo:` and `ordo:x:`) never see each
+ *   other's keys.
+ *
+ * Record layout. One Redis string per record (rather than a hash: one GET reads it whole, and one
+ * SET writes value and expiry together, `PXAT` setting the expiry and a plain SET clearing an old
+ * one), holding a fixed binary header and then the sealed bytes, never base64:
+ *
+ * ```
+ * offset 0   u8       format (1)
+ *        1   u8       flags: bit 0 set when expiresAt is not null
+ *        2   f64 BE   expiresAt (epoch ms; 0 when null)
+ *        10  f64 BE   updatedAt (epoch ms)
+ *        18  u8       n, the length of the version
+ *        19  n bytes  version (UTF-8)
+ *        19+n ...     the sealed value
+ * ```
+ *
+ * Expiry is native: `SET ... PXAT ceil(expiresAt)`, so Redis drops a dead record by itself; the
+ * manager's clock still decides what is expired, and `purgeExpired` deletes what Redis's clock
+ * has not reached yet. Compare-and-set and purge are Lua scripts (EVALSHA, EVAL when the server
+ * has not cached it), so they are atomic with the read they depend on.
+ *
+ * Every round trip is bounded: a call waits at most `connectTimeoutMs` for a connection and
+ * `commandTimeoutMs` for each reply, then rejects with a {@link StoreUnavailableError}. A command
+ * that timed out may still have been applied by the server (as with any timeout); a write is
+ * one SET or one script, so the record is always either the old one or the new one, whole.
+ */
+import { createHash } from 'node:crypto';
+import {
+  ClientClosedError,
+  ClientOfflineError,
+  ConnectionTimeoutError,
+  DisconnectsClientError,
+  ErrorReply,
+  MaxCommandRedirectionsError,
+  ReconnectStrategyError,
+  RESP_TYPES,
+  RootNodesUnavailableError,
+  SocketClosedUnexpectedlyError,
+  SocketTimeoutError,
+  TimeoutError as DriverTimeoutError,
+  createClient,
+  createCluster,
+  type RedisArgument,
+  type RedisClusterOptions,
+  type TypeMapping,
+} from 'redis';
+import {
+  InvalidExpiryError,
+  InvalidOptionsError,
+  InvalidSessionKeyError,
+  SessionClosedError,
+  SessionError,
+  StoreError,
+  StoreUnavailableError,
+} from '../errors.ts';
+import { newVersion } from './keys.ts';
+import type {
+  CompareAndSetResult,
+  ListOptions,
+  RecordPage,
+  SessionStore,
+  StoredRecord,
+  WriteOptions,
+} from './store.ts';
+
+/** The command options the store passes: replies as Buffers, and node-redis's own queue timeout. */
+interface CommandOptionsLike {
+  readonly typeMapping?: TypeMapping;
+  readonly timeout?: number;
+}
+
+/** What the store needs of a connection, plain or cluster: its state and its events. */
+interface ConnectionLike {
+  readonly isOpen: boolean;
+  readonly isReady: boolean;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  on(event: 'error' | 'ready' | 'connect', listener: (value: unknown) => void): unknown;
+  off(event: 'error' | 'ready' | 'connect', listener: (value: unknown) => void): unknown;
+}
+
+/**
+ * What the store uses of a node-redis client: any `createClient(...)` result fits, whatever its
+ * modules, scripts, RESP version or type mapping.
+ *
+ * @example
+ * ```ts
+ * const client: RedisClientLike = createClient({ url: process.env.REDIS_URL });
+ * ```
+ */
+export interface RedisClientLike extends ConnectionLike {
+  readonly options?: { readonly keyPrefix?: RedisArgument | undefined } | undefined;
+  sendCommand(args: ReadonlyArray<RedisArgument>, options?: CommandOptionsLike): Promise<unknown>;
+}
+
+/**
+ * What the store uses of a node-redis cluster client: any `createCluster(...)` result fits.
+ *
+ * @example
+ * ```ts
+ * const cluster: RedisClusterLike = createCluster({ rootNodes: [{ url: 'redis://10.0.0.1:7000' }] });
+ * ```
+ */
+export interface RedisClusterLike extends ConnectionLike {
+  readonly _options?: { readonly keyPrefix?: RedisArgument | undefined } | undefined;
+  readonly masters: ReadonlyArray<{ readonly address: string }>;
+  nodeClient(node: { readonly address: string }): Promise<RedisClientLike>;
+  sendCommand(
+    firstKey: RedisArgument | undefined,
+    isReadonly: boolean | undefined,
+    args: ReadonlyArray<RedisArgument>,
+    options?: CommandOptionsLike,
+  ): Promise<unknown>;
+}
+
+/** What every way of building a {@link RedisStore} accepts. */
+interface RedisStoreCommonOptions {
+  /** Prepended to every Redis key this store touches. Must not contain `{` or `}`. Default `'ordo:'`. */
+  readonly keyPrefix?: string;
+  /** How long one command may wait for its reply. Default 5000 ms. */
+  readonly commandTimeoutMs?: number;
+  /** How long a call may wait for a connection (also each connection attempt of a client the store creates). Default 5000 ms. */
+  readonly connectTimeoutMs?: number;
+}
+
+/**
+ * Options of a {@link RedisStore} that creates (and closes) its own client from a URL.
+ *
+ * @example
+ * ```ts
+ * const options: RedisStoreUrlOptions = { url: 'redis://:secret@127.0.0.1:6379/0', keyPrefix: 'app:sessions:' };
+ * ```
+ */
+export interface RedisStoreUrlOptions extends RedisStoreCommonOptions {
+  /** A `redis://` or `rediss://` URL. Its password never appears in an error. */
+  readonly url: string;
+  readonly cluster?: never;
+  readonly client?: never;
+}
+
+/**
+ * Options of a {@link RedisStore} that creates (and closes) its own cluster client. The store
+ * adds its time bounds, reconnect strategy and `disableOfflineQueue` to `defaults`; explicit
+ * `defaults.socket` settings win.
+ *
+ * @example
+ * ```ts
+ * const options: RedisStoreClusterOptions = { cluster: { rootNodes: [{ url: 'redis://10.0.0.1:7000' }] } };
+ * ```
+ */
+export interface RedisStoreClusterOptions extends RedisStoreCommonOptions {
+  /** Options of node-redis `createCluster`. */
+  readonly cluster: RedisClusterOptions;
+  readonly url?: never;
+  readonly client?: never;
+}
+
+/**
+ * Options of a {@link RedisStore} on a node-redis client or cluster client the caller owns: the
+ * store connects it if it is not open yet, never closes it, and adds an `'error'` listener while
+ * open (removed on close). The client's own `keyPrefix` is applied before the store's. Give such
+ * a client a reconnect strategy and `disableOfflineQueue: true`: the store bounds its own calls,
+ * but only the client's options bound what the client itself queues.
+ *
+ * @example
+ * ```ts
+ * const client = await createClient({ url, disableOfflineQueue: true }).on('error', log).connect();
+ * const options: RedisStoreClientOptions = { client };
+ * ```
+ */
+export interface RedisStoreClientOptions extends RedisStoreCommonOptions {
+  /** A client from `createClient` or `createCluster`. */
+  readonly client: RedisClientLike | RedisClusterLike;
+  readonly url?: never;
+  readonly cluster?: never;
+}
+
+/**
+ * Options of {@link RedisStore}: a URL, a cluster configuration, or a client the caller owns.
+ *
+ * @example
+ * ```ts
+ * const options: RedisStoreOptions = { url: process.env.REDIS_URL!, commandTimeoutMs: 2000 };
+ * ```
+ */
+export type RedisStoreOptions = RedisStoreUrlOptions | RedisStoreClusterOptions | RedisStoreClientOptions;
+
+const DEFAULT_KEY_PREFIX = 'ordo:';
+const FORMAT = 1;
+const HEADER_BYTES = 19; // format, flags, expiresAt, updatedAt, version length
+const MAX_VERSION_BYTES = 255;
+const MAX_PAGE = 1000;
+const MAX_TIMER_MS = 2_147_483_647;
+/** SCAN COUNT bounds: a page starts near its limit and grows while matches are sparse. */
+const MIN_SCAN_COUNT = 10;
+const MAX_SCAN_COUNT = 10_000;
+const BULK_SCAN_COUNT = 1000;
+/** SCAN calls a page may make once it holds a record; an empty page keeps scanning to the end. */
+const PAGE_SCAN_CALLS = 32;
+const LONE_SURROGATE = /\p{Cs}/u;
+const TAG_ESCAPES: Readonly<Record<string, string>> = { '%': '%25', '{': '%7B', '}': '%7D' };
+const EMPTY_KEY_TAG = '%';
+/** Replies and payloads as Buffers: values are binary, keys may hold any byte. */
+const BUFFERS = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+
+/**
+ * KEYS[1] record. ARGV: '1' when a record must exist with version ARGV[2] ('0': none must exist),
+ * the expected version, the new record, its PXAT time ('' for no expiry).
+ */
+const COMPARE_AND_SET = `
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if current then return 0 end
+else
+  if not current then return 0 end
+  if string.byte(current, 1) ~= ${FORMAT} then return redis.error_reply('ERR ordo-sessions: not a record') end
+  local length = string.byte(current, ${HEADER_BYTES})
+  if length ~= #ARGV[2] or string.sub(current, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + length) ~= ARGV[2] then return 0 end
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+end
+return 1
+`;
+
+/** KEYS[1] record. ARGV[1] now, a big-endian f64. Deletes the record if its expiresAt <= now. */
+const PURGE_IF_EXPIRED = `
+local head = redis.call('GETRANGE', KEYS[1], 0, 9)
+if #head < 10 or string.byte(head, 1) ~= ${FORMAT} or string.byte(head, 2) ~= 1 then return 0 end
+if struct.unpack('>d', string.sub(head, 3, 10)) <= struct.unpack('>d', ARGV[1]) then
+  return redis.call('UNLINK', KEYS[1])
+end
+return 0
+`;
+
+interface Script {
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(source: string): Script {
+  return { source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+const SCRIPTS = { compareAndSet: script(COMPARE_AND_SET), purgeIfExpired: script(PURGE_IF_EXPIRED) };
+
+/** Where a SCAN over every master stands: the master (by address) and its SCAN cursor. */
+interface ScanPosition {
+  readonly node: string | undefined;
+  readonly cursor: string;
+}
+
+/** A list cursor: the SCAN position, and keys found but not yet returned. */
+interface ListState {
+  readonly scan: ScanPosition | undefined;
+  readonly pending: readonly string[];
+}
+
+/** A command got no reply within its bound. */
+class CommandTimeoutError extends Error {
+  readonly code = 'ETIMEDOUT';
+
+  constructor(ms: number) {
+    super(`no reply from Redis within ${ms} ms`);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** No connection became ready within its bound. */
+class NotConnectedError extends Error {
+  readonly code = 'ETIMEDOUT';
+
+  constructor(ms: number, cause: unknown) {
+    super(`no connection to Redis within ${ms} ms`, cause === undefined ? undefined : { cause });
+    this.name = 'ConnectionTimeoutError';
+  }
+}
+
+const UNAVAILABLE_DRIVER_ERRORS = [
+  ClientClosedError,
+  ClientOfflineError,
+  ConnectionTimeoutError,
+  DisconnectsClientError,
+  MaxCommandRedirectionsError,
+  ReconnectStrategyError,
+  RootNodesUnavailableError,
+  SocketClosedUnexpectedlyError,
+  SocketTimeoutError,
+  DriverTimeoutError,
+  CommandTimeoutError,
+  NotConnectedError,
+];
+/** Replies of a server that is loading, failing over, or busy: try again later. */
+const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|MOVED|ASK)\b/;
+const UNAVAILABLE_SYSTEM_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH',
+  'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'ENOTFOUND', 'EAI_AGAIN',
+]);
+
+/**
+ * A session store in Redis or a Redis Cluster, shared by every process that uses the same
+ * server and key prefix. Records are binary strings with native expiry; see the layout above.
+ * It connects on first use, or when `open()` is awaited, and reconnects by itself (with backoff,
+ * for as long as it takes) after the server goes away.
+ *
+ * @example
+ * ```ts
+ * const store = new RedisStore({ url: process.env.REDIS_URL!, keyPrefix: 'app:ordo:' });
+ * const sessions = await SessionManager.open({ keyring, store });
+ * // or, on a client (or createCluster client) the application already has, which the store never closes:
+ * const shared = new RedisStore({ client });
+ * ```
+ */
+export class RedisStore implements SessionStore {
+  readonly kind = 'redis';
+  readonly #client: RedisClientLike | RedisClusterLike;
+  readonly #cluster: boolean;
+  readonly #ownsClient: boolean;
+  readonly #keyPrefix: string;
+  readonly #commandTimeoutMs: number;
+  readonly #connectTimeoutMs: number;
+  /** Kept for the cause of a connection timeout; the listener also keeps 'error' from crashing the process. */
+  readonly #onError = (error: unknown): void => {
+    this.#lastError = error;
+  };
+  #lastError: unknown;
+  #connecting: Promise<boolean> | undefined;
+  #readyWaiter: { promise: Promise<void>; release: () => void } | undefined;
+  #closing: Promise<void> | undefined;
+
+  /** @throws InvalidOptionsError on a missing or malformed URL, cluster or client, a bad key prefix, or a bad number. */
+  constructor(options: RedisStoreOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionsError('RedisStore needs options');
+    this.#commandTimeoutMs = positiveInteger(options.commandTimeoutMs, 'commandTimeoutMs', 5000);
+    this.#connectTimeoutMs = positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 5000);
+    const socket = {
+      connectTimeout: this.#connectTimeoutMs,
+      reconnectStrategy: (retries: number): number => Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 50),
+    };
+    if (options.client !== undefined) {
+      const client = options.client;
+      if (typeof client !== 'object' || client === null || typeof client.sendCommand !== 'function') {
+        throw new InvalidOptionsError('RedisStore client must be a node-redis client or cluster client');
+      }
+      this.#client = client;
+      this.#ownsClient = false;
+    } else if (options.cluster !== undefined) {
+      const cluster = options.cluster;
+      if (typeof cluster !== 'object' || cluster === null || !Array.isArray(cluster.rootNodes) || cluster.rootNodes.length === 0) {
+        throw new InvalidOptionsError('RedisStore cluster needs rootNodes');
+      }
+      this.#client = attempt('cluster', () =>
+        createCluster({
+          ...cluster,
+          defaults: {
+            ...cluster.defaults,
+            disableOfflineQueue: true,
+            socket: { ...socket, ...cluster.defaults?.socket },
+          },
+        }),
+      );
+      this.#ownsClient = true;
+    } else {
+      const { url } = options as { url?: unknown };
+      if (typeof url !== 'string' || url.length === 0) throw new InvalidOptionsError('RedisStore needs a url, a cluster or a client');
+      this.#client = attempt('url', () => createClient({ url, disableOfflineQueue: true, socket }));
+      this.#ownsClient = true;
+    }
+    this.#cluster = isCluster(this.#client);
+    this.#keyPrefix = keyPrefixOf(this.#client, this.#cluster, options.keyPrefix);
+    this.#client.on('error', this.#onError);
+  }
+
+  /** Connects (waiting at most `connectTimeoutMs`); idempotent. Calls also connect on first use. */
+  open(): Promise<void> {
+    return this.#call('open', async () => undefined);
+  }
+
+  async get(key: string): Promise<StoredRecord | undefined> {
+    const redisKey = this.#redisKey(key);
+    return this.#call('get', () => this.#read(redisKey));
+  }
+
+  async set(key: string, value: Uint8Array, options: WriteOptions): Promise<{ readonly version: string }> {
+    const redisKey = this.#redisKey(key);
+    const version = newVersion();
+    const record = encodeRecord(version, value, options);
+    const args: RedisArgument[] = ['SET', redisKey, record];
+    if (options.expiresAt !== null) args.push('PXAT', pxat(options.expiresAt));
+    return this.#call('set', async () => {
+      const reply = await this.#send(redisKey, args);
+      if (!isOk(reply)) throw new StoreError('Redis did not acknowledge the write');
+      return { version };
+    });
+  }
+
+  async compareAndSet(
+    key: string,
+    expectedVersion: string | null,
+    value: Uint8Array,
+    options: WriteOptions,
+  ): Promise<CompareAndSetResult> {
+    const redisKey = this.#redisKey(key);
+    const version = newVersion();
+    const record = encodeRecord(version, value, options);
+    const expected = Buffer.from(expectedVersion ?? '', 'utf8');
+    return this.#call('compareAndSet', async (): Promise<CompareAndSetResult> => {
+      if (expectedVersion !== null && (expected.length === 0 || expected.length > MAX_VERSION_BYTES)) return { ok: false };
+      const reply = await this.#eval(SCRIPTS.compareAndSet, redisKey, [
+        expectedVersion === null ? '0' : '1',
+        expected,
+        record,
+        options.expiresAt === null ? '' : pxat(options.expiresAt),
+      ]);
+      return reply === 1 ? { ok: true, version } : { ok: false };
+    });
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const redisKey = this.#redisKey(key);
+    return this.#call('delete', async () => (await this.#send(redisKey, ['UNLINK', redisKey])) === 1);
+  }
+
+  async list(prefix: string, options: ListOptions): Promise<RecordPage> {
+    const pattern = this.#pattern(prefix);
+    const limit = pageLimit(options?.limit);
+    const state = options.cursor === undefined ? { scan: { node: undefined, cursor: '0' }, pending: [] } : decodeCursor(options.cursor);
+    return this.#call('list', async () => {
+      const queue = [...new Set(state.pending)].filter((key) => key.startsWith(prefix));
+      const seen = new Set(queue);
+      const records: Array<{ key: string } & StoredRecord> = [];
+      let scan = state.scan;
+      let count = Math.min(Math.max(limit, MIN_SCAN_COUNT), MAX_PAGE);
+      for (let calls = 0; ; calls++) {
+        while (queue.length > 0 && records.length < limit) {
+          const keys = queue.splice(0, limit - records.length);
+          const found = await Promise.all(keys.map(async (key) => ({ key, record: await this.#read(this.#redisKey(key)) })));
+          for (const { key, record } of found) if (record !== undefined) records.push({ key, ...record });
+        }
+        if (records.length >= limit || scan === undefined || (records.length > 0 && calls >= PAGE_SCAN_CALLS)) break;
+        const batch = await this.#scan(scan, pattern, count);
+        scan = batch.next;
+        let added = 0;
+        for (const raw of batch.keys) {
+          const key = this.#storageKeyOf(raw);
+          if (key === undefined || !key.startsWith(prefix) || seen.has(key)) continue;
+          seen.add(key);
+          queue.push(key);
+          added++;
+        }
+        if (added < limit - records.length) count = Math.min(count * 2, MAX_SCAN_COUNT);
+      }
+      return scan === undefined && queue.length === 0 ? { records } : { records, cursor: encodeCursor({ scan, pending: queue }) };
+    });
+  }
+
+  async deleteByPrefix(prefix: string): Promise<number> {
+    const pattern = this.#pattern(prefix);
+    return this.#call('deleteByPrefix', () =>
+      this.#forEachBatch(pattern, prefix, async (keys) => {
+        if (!this.#cluster) return Number(await this.#send(undefined, ['UNLINK', ...keys]));
+        // A cluster refuses a multi-key command across slots: one UNLINK per key, pipelined.
+        const counts = await Promise.all(keys.map((key) => this.#send(key, ['UNLINK', key])));
+        return counts.reduce<number>((sum, n) => sum + Number(n), 0);
+      }),
+    );
+  }
+
+  async purgeExpired(prefix: string, now: number): Promise<number> {
+    const pattern = this.#pattern(prefix);
+    if (typeof now !== 'number' || !Number.isFinite(now)) throw new InvalidExpiryError('purgeExpired needs a finite now');
+    const at = Buffer.alloc(8);
+    at.writeDoubleBE(now);
+    return this.#call('purgeExpired', () =>
+      this.#forEachBatch(pattern, prefix, async (keys) => {
+        const counts = await Promise.all(keys.map((key) => this.#eval(SCRIPTS.purgeIfExpired, key, [at])));
+        return counts.reduce<number>((sum, n) => sum + Number(n), 0);
+      }),
+    );
+  }
+
+  /** Closes the client the store created (never one it was given). Idempotent; later calls reject with SessionClosedError. */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  toString(): string {
+    return `RedisStore(${this.#keyPrefix}${this.#cluster ? ', cluster' : ''})`;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#readyWaiter?.release();
+    if (!this.#ownsClient) {
+      this.#client.off('error', this.#onError);
+      return;
+    }
+    // The 'error' listener stays: a client being torn down may still report a socket error.
+    const client = this.#client;
+    if (!client.isOpen) return client.destroy();
+    // Pending replies are awaited (each is bounded); a dead server cannot hold close() forever.
+    await bounded(client.close(), this.#commandTimeoutMs).catch(() => client.destroy());
+  }
+
+  /** Runs one public call: refuses after close, waits for a connection, types its errors. */
+  async #call<T>(operation: string, work: () => Promise<T>): Promise<T> {
+    if (this.#closing) throw new SessionClosedError('RedisStore');
+    try {
+      await this.#ready();
+      return await work();
+    } catch (error) {
+      throw this.#toError(operation, error);
+    }
+  }
+
+  /** Resolves once the client is ready, connecting it if needed; rejects after `connectTimeoutMs`. */
+  async #ready(): Promise<void> {
+    const client = this.#client;
+    if (client.isReady) return;
+    if (!client.isOpen) this.#connect();
+    const connecting = this.#connecting;
+    const outcome = await bounded(
+      Promise.race([this.#nextReady().then(() => true), connecting ?? new Promise<boolean>(() => {})]),
+      this.#connectTimeoutMs,
+    ).catch(() => false);
+    if (this.#closing) throw new SessionClosedError('RedisStore');
+    if (!outcome || !client.isReady) throw new NotConnectedError(this.#connectTimeoutMs, this.#lastError);
+  }
+
+  /**
+   * Starts connecting (once). A client keeps retrying until it connects or is closed; a cluster
+   * client gives up when no root node answers, and the next call tries again.
+   */
+  #connect(): void {
+    if (this.#connecting) return;
+    const attempt = this.#client.connect().then(
+      () => true,
+      (error: unknown) => {
+        this.#lastError = error;
+        return false;
+      },
+    );
+    this.#connecting = attempt.finally(() => {
+      this.#connecting = undefined;
+    });
+  }
+
+  /** One promise, shared by every waiting call, for the client's next 'ready' (or, for a cluster, 'connect'). */
+  #nextReady(): Promise<void> {
+    if (this.#readyWaiter) return this.#readyWaiter.promise;
+    const client = this.#client;
+    let release = (): void => {};
+    const promise = new Promise<void>((resolve) => {
+      const onEvent = (): void => {
+        if (client.isReady) release();
+      };
+      release = (): void => {
+        client.off('ready', onEvent);
+        client.off('connect', onEvent);
+        this.#readyWaiter = undefined;
+        resolve();
+      };
+      client.on('ready', onEvent);
+      client.on('connect', onEvent);
+    });
+    this.#readyWaiter = { promise, release };
+    return promise;
+  }
+
+  /** Sends one command, routed by `key` on a cluster, and waits at most `commandTimeoutMs`. */
+  #send(key: RedisArgument | undefined, args: RedisArgument[]): Promise<unknown> {
+    const options = { typeMapping: BUFFERS, timeout: this.#commandTimeoutMs };
+    const sent = this.#cluster
+      ? (this.#client as RedisClusterLike).sendCommand(key, false, args, options)
+      : (this.#client as RedisClientLike).sendCommand(args, options);
+    return bounded(sent, this.#commandTimeoutMs);
+  }
+
+  async #eval(script: Script, key: Buffer, args: RedisArgument[]): Promise<unknown> {
+    try {
+      return await this.#send(key, ['EVALSHA', script.sha, '1', key, ...args]);
+    } catch (error) {
+      if (!(error instanceof ErrorReply && error.message.startsWith('NOSCRIPT'))) throw error;
+      return this.#send(key, ['EVAL', script.source, '1', key, ...args]);
+    }
+  }
+
+  async #read(redisKey: Buffer): Promise<StoredRecord | undefined> {
+    const reply = await this.#send(redisKey, ['GET', redisKey]);
+    if (reply === null) return undefined;
+    if (!Buffer.isBuffer(reply)) throw new StoreError('Redis returned an unexpected reply to GET');
+    return decodeRecord(reply);
+  }
+
+  /** The masters to SCAN, in a stable order (by address); one nameless node for a plain client. */
+  #scanNodes(): ReadonlyArray<{ readonly address: string }> {
+    if (!this.#cluster) return [{ address: '' }];
+    const masters = [...(this.#client as RedisClusterLike).masters];
+    return masters.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  }
+
+  async #nodeClient(node: { readonly address: string }): Promise<RedisClientLike> {
+    if (!this.#cluster) return this.#client as RedisClientLike;
+    return bounded((this.#client as RedisClusterLike).nodeClient(node), this.#connectTimeoutMs);
+  }
+
+  /** One SCAN call at `position`; `next` is undefined once every master has been scanned. */
+  async #scan(position: ScanPosition, pattern: Buffer, count: number): Promise<{ keys: Buffer[]; next: ScanPosition | undefined }> {
+    const nodes = this.#scanNodes();
+    const index = position.node === undefined ? 0 : nodes.findIndex((node) => node.address === position.node);
+    const node = nodes[index];
+    if (node === undefined) {
+      if (position.node === undefined) return { keys: [], next: undefined };
+      throw new StoreError('the Redis cluster changed its masters during a listing; list again from the start');
+    }
+    const client = await this.#nodeClient(node);
+    const args = ['SCAN', position.cursor, 'MATCH', pattern, 'COUNT', String(count)];
+    const reply = await bounded(client.sendCommand(args, { typeMapping: BUFFERS, timeout: this.#commandTimeoutMs }), this.#commandTimeoutMs);
+    if (!Array.isArray(reply) || reply.length !== 2 || !Buffer.isBuffer(reply[0]) || !Array.isArray(reply[1])) {
+      throw new StoreError('Redis returned an unexpected reply to SCAN');
+    }
+    const cursor = reply[0].toString('latin1');
+    const keys = (reply[1] as unknown[]).filter((key): key is Buffer => Buffer.isBuffer(key));
+    const following = nodes[index + 1];
+    const next = cursor !== '0' ? { node: node.address, cursor } : following && { node: following.address, cursor: '0' };
+    return { keys, next };
+  }
+
+  /** SCANs every record under `prefix` and hands them to `handle` a batch at a time; sums what it returns. */
+  async #forEachBatch(pattern: Buffer, prefix: string, handle: (keys: Buffer[]) => Promise<number>): Promise<number> {
+    let total = 0;
+    let position: ScanPosition | undefined = { node: undefined, cursor: '0' };
+    while (position !== undefined) {
+      const batch = await this.#scan(position, pattern, BULK_SCAN_COUNT);
+      position = batch.next;
+      const seen = new Set<string>();
+      const keys = batch.keys.filter((raw) => {
+        const key = this.#storageKeyOf(raw);
+        if (key === undefined || !key.startsWith(prefix) || seen.has(key)) return false;
+        seen.add(key);
+        return true;
+      });
+      if (keys.length > 0) total += await handle(keys);
+    }
+    return total;
+  }
+
+  /** `<keyPrefix>{<tag>}` for a storage key. */
+  #redisKey(key: string): Buffer {
+    wellFormed(key, 'A storage key');
+    return Buffer.from(`${this.#keyPrefix}{${key === '' ? EMPTY_KEY_TAG : escapeTag(key)}}`, 'utf8');
+  }
+
+  /** The SCAN MATCH pattern of every record whose storage key starts with `prefix`. */
+  #pattern(prefix: string): Buffer {
+    wellFormed(prefix, 'A prefix');
+    return Buffer.from(`${escapeGlob(`${this.#keyPrefix}{${escapeTag(prefix)}`)}*`, 'utf8');
+  }
+
+  /** The storage key of a Redis key this store wrote, or undefined for any other key. */
+  #storageKeyOf(raw: Buffer): string | undefined {
+    const text = raw.toString('utf8');
+    const head = `${this.#keyPrefix}{`;
+    if (!text.startsWith(head) || !text.endsWith('}')) return undefined;
+    const tag = text.slice(head.length, -1);
+    const key = tag === EMPTY_KEY_TAG ? '' : tag.replace(/%(25|7B|7D)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    // Exactly what this store would write for that key (rejects stray braces, `%`s and bad UTF-8).
+    return !LONE_SURROGATE.test(key) && this.#redisKey(key).equals(raw) ? key : undefined;
+  }
+
+  #toError(operation: string, error: unknown): SessionError {
+    if (error instanceof SessionError) return error;
+    if (this.#closing) return new SessionClosedError('RedisStore');
+    if (isUnavailable(error)) return new StoreUnavailableError(`Redis ${operation} failed: the server is unavailable`, { cause: error });
+    return new StoreError(`Redis ${operation} failed${replyCode(error)}`, { cause: error });
+  }
+}
+
+/** The cluster client's or client's own `keyPrefix`, then the store's, which must hold no brace. */
+function keyPrefixOf(client: RedisClientLike | RedisClusterLike, cluster: boolean, keyPrefix: string | undefined): string {
+  const own = keyPrefix ?? DEFAULT_KEY_PREFIX;
+  if (typeof own !== 'string') throw new InvalidOptionsError('RedisStore keyPrefix must be a string');
+  const driver = cluster ? (client as RedisClusterLike)._options?.keyPrefix : (client as RedisClientLike).options?.keyPrefix;
+  const full = `${driver === undefined ? '' : String(driver)}${own}`;
+  if (/[{}]/.test(full) || LONE_SURROGATE.test(full)) {
+    throw new InvalidOptionsError('RedisStore keyPrefix (with the client keyPrefix) must be well-formed text without "{" or "}"');
+  }
+  return full;
+}
+
+function isCluster(client: RedisClientLike | RedisClusterLike): client is RedisClusterLike {
+  return 'masters' in client && typeof (client as Partial<RedisClusterLike>).nodeClient === 'function';
+}
+
+/** Builds a driver client; a malformed URL becomes an InvalidOptionsError that does not repeat it. */
+function attempt<T>(what: string, build: () => T): T {
+  try {
+    return build();
+  } catch {
+    throw new InvalidOptionsError(`RedisStore ${what} is not valid`);
+  }
+}
+
+function escapeTag(key: string): string {
+  return key.replace(/[%{}]/g, (c) => TAG_ESCAPES[c] ?? c);
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+function wellFormed(text: string, what: string): void {
+  if (typeof text !== 'string' || LONE_SURROGATE.test(text)) {
+    throw new InvalidSessionKeyError(`${what} must be a well-formed Unicode string`);
+  }
+}
+
+function encodeRecord(version: string, value: Uint8Array, options: WriteOptions): Buffer {
+  const { expiresAt, updatedAt } = options;
+  if (expiresAt !== null && (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))) {
+    throw new InvalidExpiryError('expiresAt must be a finite number or null');
+  }
+  if (typeof updatedAt !== 'number' || !Number.isFinite(updatedAt)) throw new InvalidExpiryError('updatedAt must be a finite number');
+  const versionBytes = Buffer.from(version, 'utf8');
+  const record = Buffer.alloc(HEADER_BYTES + versionBytes.length + value.length);
+  record[0] = FORMAT;
+  record[1] = expiresAt === null ? 0 : 1;
+  record.writeDoubleBE(expiresAt ?? 0, 2);
+  record.writeDoubleBE(updatedAt, 10);
+  record[18] = versionBytes.length;
+  versionBytes.copy(record, HEADER_BYTES);
+  record.set(value, HEADER_BYTES + versionBytes.length); // a copy: the caller may reuse its buffer
+  return record;
+}
+
+function decodeRecord(raw: Buffer): StoredRecord {
+  const flags = raw[1];
+  const versionLength = raw[18] ?? 0;
+  if (raw.length < HEADER_BYTES + versionLength || raw[0] !== FORMAT || (flags !== 0 && flags !== 1) || versionLength === 0) {
+    throw new StoreError('Redis holds a value at a record key that is not a record of this store');
+  }
+  return {
+    value: new Uint8Array(raw.subarray(HEADER_BYTES + versionLength)), // a copy, not a view of a shared buffer
+    expiresAt: flags === 1 ? raw.readDoubleBE(2) : null,
+    updatedAt: raw.readDoubleBE(10),
+    version: raw.toString('utf8', HEADER_BYTES, HEADER_BYTES + versionLength),
+  };
+}
+
+/** The PXAT argument: whole ms, at least 1 (a time in the past expires the record at once). */
+function pxat(expiresAt: number): string {
+  return String(Math.max(1, Math.ceil(expiresAt)));
+}
+
+function isOk(reply: unknown): boolean {
+  return reply === 'OK' || (Buffer.isBuffer(reply) && reply.toString() === 'OK');
+}
+
+function encodeCursor(state: ListState): string {
+  const scan = state.scan === undefined ? null : [state.scan.node ?? null, state.scan.cursor];
+  return Buffer.from(JSON.stringify([1, scan, state.pending]), 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: unknown): ListState {
+  try {
+    if (typeof cursor !== 'string') throw new TypeError();
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (!Array.isArray(parsed) || parsed.length !== 3 || parsed[0] !== 1) throw new TypeError();
+    const [, scan, pending] = parsed as [number, unknown, unknown];
+    if (!Array.isArray(pending) || !pending.every((key) => typeof key === 'string')) throw new TypeError();
+    if (scan === null) return { scan: undefined, pending };
+    if (!Array.isArray(scan) || scan.length !== 2) throw new TypeError();
+    const [node, position] = scan as [unknown, unknown];
+    if ((node !== null && typeof node !== 'string') || typeof position !== 'string' || !/^\d+$/.test(position)) throw new TypeError();
+    return { scan: { node: node ?? undefined, cursor: position }, pending };
+  } catch {
+    throw new InvalidOptionsError('list cursor is not one this store returned');
+  }
+}
+
+function pageLimit(limit: number | undefined): number {
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new InvalidOptionsError('list limit must be a positive integer');
+  }
+  return Math.min(limit, MAX_PAGE);
+}
+
+function positiveInteger(value: number | undefined, what: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_TIMER_MS) {
+    throw new InvalidOptionsError(`RedisStore ${what} must be a positive integer of milliseconds`);
+  }
+  return value;
+}
+
+/** Settles with `promise`, or rejects after `ms` (the abandoned promise's rejection is swallowed). */
+function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new CommandTimeoutError(ms)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Whether an error means the server could not be reached, dropped us or is not serving yet. */
+function isUnavailable(error: unknown, depth = 0): boolean {
+  if (!(error instanceof Error) || depth > 3) return false;
+  if (UNAVAILABLE_DRIVER_ERRORS.some((type) => error instanceof type)) return true;
+  if (error instanceof ErrorReply) return UNAVAILABLE_REPLIES.test(error.message);
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && UNAVAILABLE_SYSTEM_CODES.has(code)) return true;
+  if (error instanceof AggregateError && error.errors.some((inner) => isUnavailable(inner, depth + 1))) return true;
+  return isUnavailable(error.cause, depth + 1);
+}
+
+/** ` (WRONGTYPE)` and the like: the first word of a server error, which names its kind and nothing else. */
+function replyCode(error: unknown): string {
+  if (!(error instanceof ErrorReply)) return '';
+  const word = /^[A-Z]+/.exec(error.message)?.[0];
+  return word === undefined ? '' : ` (${word})`;
+}

@@ -1,0 +1,97 @@
+/**
+ * RedisStore on a real three-master Redis Cluster that this file starts (and stops) itself:
+ * the conformance suite through a node-redis cluster client the test owns, then what a cluster
+ * adds: one slot per session whatever its key, and listing that walks every master.
+ */
+import { createCluster, type RedisClusterType } from 'redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStore } from '../../src/stores/redis.ts';
+import type { SessionStore, WriteOptions } from '../../src/stores/store.ts';
+import { storeConformanceSuite } from '../store-conformance.ts';
+import { cli, describeWithRedisServer, startRedisCluster, type RedisCluster } from '../support/redis-server.ts';
+
+const forever: WriteOptions = { expiresAt: null, updatedAt: 0 };
+
+async function listAll(store: SessionStore, prefix: string, limit: number): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.list(prefix, cursor === undefined ? { limit } : { limit, cursor });
+    expect(new Set(page.records.map((record) => record.key)).size).toBe(page.records.length);
+    keys.push(...page.records.map((record) => record.key));
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return keys.sort();
+}
+
+async function keyslot(port: number, key: string): Promise<number> {
+  const { code, output } = await cli(['-p', String(port), 'cluster', 'keyslot', key]);
+  if (code !== 0) throw new Error(output);
+  return Number(output.trim());
+}
+
+describeWithRedisServer('RedisStore on a three-master Redis Cluster', () => {
+  let cluster: RedisCluster | undefined;
+  let client: RedisClusterType;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster(3);
+    client = createCluster({ rootNodes: [...cluster.rootNodes], defaults: { disableOfflineQueue: true } });
+    client.on('error', () => {});
+    await client.connect();
+  }, 60_000);
+
+  afterAll(async () => {
+    try {
+      await client?.close();
+    } finally {
+      await cluster?.stop();
+    }
+  });
+
+  /** Test-only inspection of the throwaway cluster: KEYS on every master. */
+  async function clusterKeys(pattern: string): Promise<string[]> {
+    const perMaster = await Promise.all(client.masters.map(async (master) => (await client.nodeClient(master)).keys(pattern)));
+    return perMaster.flat();
+  }
+
+  storeConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'conf:' }));
+
+  describe('cluster specifics', () => {
+    it('keeps every key of one session in one slot, whatever braces its storage key holds', async () => {
+      const store = new RedisStore({ client, keyPrefix: 'slot:' });
+      const port = cluster!.servers[0]!.port;
+      for (const key of ['users/1', '{a}b', '}{', 'a}', '{', '', 'x'.repeat(300)]) {
+        await store.set(key, new Uint8Array([1]), forever);
+        const [recordKey] = await clusterKeys('slot:*');
+        expect(recordKey).toBeDefined();
+        const lockKey = `slot:lock:${recordKey!.slice('slot:'.length)}`; // the planned lease key of that session
+        expect(await keyslot(port, lockKey)).toBe(await keyslot(port, recordKey!));
+        expect(await store.deleteByPrefix('')).toBe(1);
+      }
+      await store.close();
+    });
+
+    it('spreads records over every master and lists, deletes and purges them all', async () => {
+      const store = new RedisStore({ client, keyPrefix: 'spread:' });
+      const keys = Array.from({ length: 300 }, (_, i) => `s/${String(i).padStart(3, '0')}`);
+      await Promise.all(keys.map((key) => store.set(key, new Uint8Array([2]), { expiresAt: Date.now() + 60_000, updatedAt: 0 })));
+      for (const master of client.masters) expect(await (await client.nodeClient(master)).keys('spread:*')).not.toEqual([]);
+      expect(await listAll(store, 's/', 7)).toEqual(keys);
+      expect(await store.purgeExpired('s/1', Date.now() + 120_000)).toBe(100);
+      expect(await store.deleteByPrefix('s/')).toBe(200);
+      expect(await listAll(store, '', 50)).toEqual([]);
+      await store.close();
+    });
+
+    it('creates and closes its own cluster client from a cluster configuration', async () => {
+      const store = new RedisStore({ cluster: { rootNodes: [...cluster!.rootNodes] }, keyPrefix: 'own:' });
+      await store.open();
+      const { version } = await store.set('k', new Uint8Array([3]), forever);
+      expect((await store.compareAndSet('k', version, new Uint8Array([4]), forever)).ok).toBe(true);
+      expect(await store.deleteByPrefix('')).toBe(1);
+      await store.close();
+      expect(client.isOpen).toBe(true); // the test's own cluster client is untouched
+    });
+  });
+});
