@@ -168,15 +168,12 @@ export class SessionManager {
   async setSession(broker: string, key: string, data: unknown, options?: ExpiryOptions): Promise<void> {
     this.#assertOpen();
     const now = this.#clock();
-    const identity = this.#identity(broker, key, resolveExpiry(options, now));
+    const { identity, location } = this.#locate(broker, key, resolveExpiry(options, now));
     const plaintext = serializeSessionData(data, this.#maxValueBytes);
     const sealed = seal(this.#keyring, plaintext, identity);
     plaintext.fill(0);
     await callStore(this.#store, 'write', () =>
-      this.#store.set(storageKey(this.#namespace, identity.broker, identity.key), sealed, {
-        expiresAt: identity.expiresAt,
-        updatedAt: now,
-      }),
+      this.#store.set(location, sealed, { expiresAt: identity.expiresAt, updatedAt: now }),
     );
   }
 
@@ -192,8 +189,8 @@ export class SessionManager {
    */
   async getSession<T = JsonValue>(broker: string, key: string): Promise<T | undefined> {
     this.#assertOpen();
-    const identity = this.#identity(broker, key, null);
-    const record = await callStore(this.#store, 'read', () => this.#store.get(storageKey(this.#namespace, identity.broker, identity.key)));
+    const { identity, location } = this.#locate(broker, key, null);
+    const record = await callStore(this.#store, 'read', () => this.#store.get(location));
     if (record === undefined || this.#isExpired(record)) return undefined;
     const plaintext = openEnvelope(this.#keyring, record.value, { ...identity, expiresAt: record.expiresAt });
     try {
@@ -228,8 +225,8 @@ export class SessionManager {
    */
   async deleteSession(broker: string, key: string): Promise<boolean> {
     this.#assertOpen();
-    const identity = this.#identity(broker, key, null);
-    return callStore(this.#store, 'delete', () => this.#store.delete(storageKey(this.#namespace, identity.broker, identity.key)));
+    const { location } = this.#locate(broker, key, null);
+    return callStore(this.#store, 'delete', () => this.#store.delete(location));
   }
 
   /**
@@ -318,14 +315,19 @@ export class SessionManager {
     return this.toString();
   }
 
-  #identity(broker: string, key: string, expiresAt: number | null): RecordIdentity {
-    return {
+  /**
+   * Validates broker and key and says where their session lives: the storage key, and the
+   * identity its ciphertext is bound to. Every single-session operation goes through here.
+   */
+  #locate(broker: string, key: string, expiresAt: number | null): { identity: RecordIdentity; location: string } {
+    const identity: RecordIdentity = {
       kind: 'session',
       namespace: this.#namespace,
       broker: validateBrokerId(broker),
       key: validateSessionKey(key),
       expiresAt,
     };
+    return { identity, location: storageKey(this.#namespace, identity.broker, identity.key) };
   }
 
   #isExpired(record: StoredRecord): boolean {
