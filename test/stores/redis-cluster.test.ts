@@ -7,6 +7,7 @@ import { createCluster, type RedisClusterType } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/stores/redis.ts';
 import type { SessionStore, WriteOptions } from '../../src/stores/store.ts';
+import { managerSuite } from '../manager-suite.ts';
 import { storeConformanceSuite } from '../store-conformance.ts';
 import { cli, describeWithRedisServer, startRedisCluster, type RedisCluster } from '../support/redis-server.ts';
 
@@ -56,6 +57,7 @@ describeWithRedisServer('RedisStore on a three-master Redis Cluster', () => {
   }
 
   storeConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'conf:' }));
+  managerSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'manager:' }));
 
   describe('cluster specifics', () => {
     it('keeps every key of one session in one slot, whatever braces its storage key holds', async () => {
