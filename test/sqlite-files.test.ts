@@ -32,6 +32,23 @@ describe('SQLite files', () => {
     }
   });
 
+  it('backs a manager opened without a store, at ORDO_SESSION_DB', async () => {
+    const path = join(dir, 'default-store', 'sessions.db');
+    const previous = process.env['ORDO_SESSION_DB'];
+    process.env['ORDO_SESSION_DB'] = path;
+    try {
+      const sessions = await SessionManager.open({ keyring: new Keyring([{ id: 'k1', key: randomBytes(32) }]) });
+      expect(sessions.store).toBeInstanceOf(SqliteStore);
+      await sessions.setSession('fyers', 'XY1234', { accessToken: 'x' });
+      await sessions.close();
+      expect(mode(path)).toBe(0o600);
+      expect(mode(join(dir, 'default-store'))).toBe(0o700);
+    } finally {
+      if (previous === undefined) delete process.env['ORDO_SESSION_DB'];
+      else process.env['ORDO_SESSION_DB'] = previous;
+    }
+  });
+
   it('tightens an existing database file that others could read', async () => {
     const path = join(dir, 'loose.db');
     new SqliteStore({ path }).close();
