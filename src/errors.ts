@@ -30,7 +30,14 @@ export type SessionErrorCode =
   | 'ERR_SESSION_KEYRING_MISMATCH'
   | 'ERR_SESSION_STORE'
   | 'ERR_SESSION_STORE_UNAVAILABLE'
-  | 'ERR_SESSION_CLOSED';
+  | 'ERR_SESSION_CLOSED'
+  | 'ERR_SESSION_SCHEMA'
+  | 'ERR_SESSION_KEY_IN_USE'
+  | 'ERR_SESSION_ROTATION_ABORTED'
+  | 'ERR_SESSION_REFRESH'
+  | 'ERR_SESSION_REFRESH_CONFLICT'
+  | 'ERR_SESSION_LOCK_TIMEOUT'
+  | 'ERR_SESSION_LOGIN_REQUIRED';
 
 /**
  * Base class of every ordo-sessions error.
@@ -176,8 +183,54 @@ export class KeyringError extends SessionError {
  * ```
  */
 export class KeyringMismatchError extends SessionError {
-  constructor(message: string) {
-    super('ERR_SESSION_KEYRING_MISMATCH', message);
+  constructor(message: string, code: 'ERR_SESSION_KEYRING_MISMATCH' | 'ERR_SESSION_KEY_IN_USE' = 'ERR_SESSION_KEYRING_MISMATCH') {
+    super(code, message);
+  }
+}
+
+/**
+ * The keyring lacks a key that still protects records of this store: opening would leave them
+ * unreadable. Add the key back and run `rotateKeys()`, or open with `allowMissingKeys: true`.
+ * A {@link KeyringMismatchError} with its own code.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof KeyInUseError) console.error(`key ${e.keyId} still protects ${e.records} records`); }
+ * ```
+ */
+export class KeyInUseError extends KeyringMismatchError {
+  /** The id of the missing key (ids are not secret). */
+  readonly keyId: string;
+  /** How many live records it still protects. */
+  readonly records: number;
+
+  constructor(keyId: string, records: number) {
+    super(
+      `key "${keyId}" is not in the keyring but still protects ${records} record${records === 1 ? '' : 's'} of this store: add it back and run rotateKeys(), or open with allowMissingKeys: true`,
+      'ERR_SESSION_KEY_IN_USE',
+    );
+    this.keyId = keyId;
+    this.records = records;
+  }
+}
+
+/**
+ * `rotateKeys()` stopped because its `signal` aborted. Every record stays readable (each is
+ * under its old key or already under the primary); run it again to resume. `result` says how
+ * far it got.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof RotationAbortedError) console.log('rotated so far', e.result.rotated); }
+ * ```
+ */
+export class RotationAbortedError extends SessionError {
+  /** Counts up to the moment it stopped. */
+  readonly result: { readonly scanned: number; readonly rotated: number; readonly skipped: number; readonly unreadable: number };
+
+  constructor(result: RotationAbortedError['result']) {
+    super('ERR_SESSION_ROTATION_ABORTED', `key rotation aborted after ${result.scanned} records; run it again to resume`);
+    this.result = result;
   }
 }
 
@@ -221,6 +274,101 @@ export class StoreUnavailableError extends StoreError {
 export class SessionClosedError extends SessionError {
   constructor(what = 'SessionManager') {
     super('ERR_SESSION_CLOSED', `${what} is closed`);
+  }
+}
+
+/**
+ * A refresher passed to `getOrRefresh` threw, or returned something that is not a valid session.
+ * `cause` is the refresher's own error object (your code's error, passed through as is), or the
+ * {@link InvalidSessionDataError} / {@link InvalidExpiryError} its result failed. The message
+ * never repeats the cause's message. The old session, if any, is left as it was.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof RefreshError) log.warn('refresh failed', e.code, e.cause); }
+ * ```
+ */
+export class RefreshError extends SessionError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SESSION_REFRESH', message, options);
+  }
+}
+
+/**
+ * A refresh finished but could not be written: the session changed since it was read under the
+ * lease (the lease ran out and another worker refreshed it). The newer session stands.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof RefreshConflictError) session = await fyers.getSession(accountId); }
+ * ```
+ */
+export class RefreshConflictError extends SessionError {
+  constructor(message = 'the session changed while it was being refreshed; the newer session was kept') {
+    super('ERR_SESSION_REFRESH_CONFLICT', message);
+  }
+}
+
+/**
+ * `getOrRefresh` waited `waitTimeoutMs` for another worker's refresh (or for the lease) and gave up.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof LockTimeoutError) retryLater(); }
+ * ```
+ */
+export class LockTimeoutError extends SessionError {
+  constructor(message: string) {
+    super('ERR_SESSION_LOCK_TIMEOUT', message);
+  }
+}
+
+/**
+ * A session cannot be refreshed and needs a new interactive login (a Kite-style daily token).
+ * Throw it from a refresher (or `throw loginRequired()`); `getOrRefresh` passes it to every
+ * waiting caller unwrapped.
+ *
+ * @example
+ * ```ts
+ * await kite.getOrRefresh(userId, async () => { throw new LoginRequiredError(); });
+ * ```
+ */
+export class LoginRequiredError extends SessionError {
+  constructor(message = 'a new login is needed: this session cannot be refreshed') {
+    super('ERR_SESSION_LOGIN_REQUIRED', message);
+  }
+}
+
+/**
+ * A {@link LoginRequiredError} to throw from a refresher.
+ *
+ * @example
+ * ```ts
+ * await kite.getOrRefresh(userId, async () => { throw loginRequired(); });
+ * ```
+ */
+export function loginRequired(message?: string): LoginRequiredError {
+  return new LoginRequiredError(message);
+}
+
+/**
+ * A stored session no longer fits the schema its broker view was given (the schema changed, or
+ * another writer stored other data). Lists the failing paths, never the values or the schema's messages.
+ *
+ * @example
+ * ```ts
+ * const fyers = sessions.forBroker('fyers', { schema: FyersSession });
+ * try { await fyers.getSession('XY1234'); }
+ * catch (e) { if (e instanceof SessionSchemaError) await relogin(); }
+ * ```
+ */
+export class SessionSchemaError extends SessionError {
+  /** JSON paths (`$.a[0].b`) that failed the schema. */
+  readonly paths: readonly string[];
+
+  constructor(paths: readonly string[]) {
+    super('ERR_SESSION_SCHEMA', `Stored session does not match its schema at ${paths.join(', ')}`);
+    this.paths = paths;
   }
 }
 

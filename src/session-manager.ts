@@ -3,15 +3,28 @@
  * here and leaves sealed; the store below sees only sealed bytes and storage keys.
  */
 import { inspect } from 'node:util';
-import { envelopeKeyId, open as openEnvelope, seal, type RecordIdentity } from './crypto/envelope.ts';
-import { Keyring } from './crypto/keyring.ts';
+import { envelopeKeyId, envelopeVersion, open as openEnvelope, openNamed, seal, sealNamed, type RecordIdentity } from './crypto/envelope.ts';
+import { isKeySource, resolveKeySource, type KeySource, type ProviderMetadata } from './crypto/key-provider.ts';
+import type { Keyring } from './crypto/keyring.ts';
+import { NAMES_METADATA_NAME, parseNamesMode, PrivateNames } from './private-names.ts';
+import {
+  countKeyUsage,
+  EncryptionCounter,
+  keyStatsOf,
+  NONCE_ROTATE_AT,
+  NONCE_WARN_AT,
+  rotateRecords,
+  type KeyStat,
+  type RecordCodec,
+  type RotateKeysOptions,
+  type RotationResult,
+} from './rotation.ts';
 import {
   InvalidOptionsError,
+  KeyInUseError,
   KeyringMismatchError,
   SessionClosedError,
-  SessionError,
   SessionIntegrityError,
-  StoreError,
 } from './errors.ts';
 import { resolveExpiry, type ExpiryOptions } from './expiry.ts';
 import {
@@ -25,14 +38,36 @@ import {
   validateNamespace,
   validateSessionKey,
 } from './namespace.ts';
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { isStandardSchema, parseForWrite, parseStored } from './schema.ts';
+import { getOrRefresh, type GetOrRefreshOptions, type Refresher, type VersionedSession } from './refresh.ts';
+import { callStore, pages } from './store-calls.ts';
 import { SqliteStore } from './stores/sqlite.ts';
 import type { SessionStore, StoredRecord } from './stores/store.ts';
 import { DEFAULT_MAX_VALUE_BYTES, deserializeSessionData, serializeSessionData, type JsonValue } from './values.ts';
+import { WatchRegistry, type SessionChangeListener, type Unwatch, type WatchOptions } from './watch.ts';
 
 /** Options of {@link SessionManager.open}. */
 export interface SessionManagerOptions {
-  /** The keys that seal and open sessions. */
-  readonly keyring: Keyring;
+  /**
+   * The keys that seal and open sessions: a {@link Keyring}, or a {@link KeyProvider}
+   * (`Keyring.fromPassphrase(...)`, a secret manager) resolved once here.
+   */
+  readonly keyring: KeySource;
+  /**
+   * Open even though the keyring lacks a key that still protects records (those records then
+   * throw `UnknownKeyIdError` when read). Default `false`: such an open throws `KeyInUseError`.
+   */
+  readonly allowMissingKeys?: boolean;
+  /** Re-seal a record under the primary key when it is read under an older one. Default `false`. */
+  readonly rotateOnRead?: boolean;
+  /**
+   * Storage keys become HMACs: a raw dump shows no broker names or account ids. Fixed when the
+   * store's namespace is first opened; opening it the other way is refused. Default `false`.
+   */
+  readonly privateKeys?: boolean;
+  /** Receives warnings (the nonce budget of a key). Default: `process.emitWarning` with the code. */
+  readonly onWarning?: (warning: KeyWarning) => void;
   /**
    * Where sealed sessions live. Default: a {@link SqliteStore} at `ORDO_SESSION_DB` or
    * `./.ordo/sessions.db`. The manager takes the store over: `close()` closes it.
@@ -46,6 +81,15 @@ export interface SessionManagerOptions {
   readonly clock?: () => number;
 }
 
+/** A warning from {@link SessionManager.open}; `code` is stable. */
+export interface KeyWarning {
+  /** `ORDO_NONCE_BUDGET` from 2^31 encryptions of the primary key; `ORDO_NONCE_BUDGET_ROTATE` from 0.9 × 2^32. */
+  readonly code: 'ORDO_NONCE_BUDGET' | 'ORDO_NONCE_BUDGET_ROTATE';
+  readonly keyId: string;
+  readonly encryptions: number;
+  readonly message: string;
+}
+
 /** What {@link SessionManager.listSessions} yields: never any session data. */
 export interface SessionInfo {
   readonly key: string;
@@ -54,6 +98,16 @@ export interface SessionInfo {
   readonly updatedAt: Date;
   /** The id of the key that sealed it, read from the envelope header; `null` if the header is unreadable. */
   readonly keyId: string | null;
+}
+
+/** What {@link SessionManager.listAllSessions} yields: a {@link SessionInfo} with its broker. */
+export interface BrokerSessionInfo extends SessionInfo {
+  readonly broker: string;
+}
+
+/** A broker's listing: the broker is the one asked for, so it is left out. */
+async function* withoutBroker(source: AsyncIterable<BrokerSessionInfo>): AsyncGenerator<SessionInfo> {
+  for await (const { broker: _broker, ...info } of source) yield info;
 }
 
 /** The default database path when no store is given. */
@@ -65,9 +119,13 @@ const CANARY_PLAINTEXT = Buffer.from('{"ordo-sessions":"canary"}', 'utf8');
 
 function checkOptions(options: SessionManagerOptions): { namespace: string; maxValueBytes: number; clock: () => number } {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionsError('SessionManager.open needs an options object');
-  if (!(options.keyring instanceof Keyring)) {
-    throw new InvalidOptionsError('SessionManager.open needs a keyring: Keyring.fromEnv() or new Keyring([...])');
+  if (!isKeySource(options.keyring)) {
+    throw new InvalidOptionsError('SessionManager.open needs a keyring: Keyring.fromEnv(), new Keyring([...]) or a KeyProvider');
   }
+  for (const flag of ['allowMissingKeys', 'rotateOnRead', 'privateKeys'] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new InvalidOptionsError(`${flag} must be a boolean`);
+  }
+  if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw new InvalidOptionsError('onWarning must be a function');
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
   if (!Number.isSafeInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > MAX_VALUE_BYTES_LIMIT) {
     throw new InvalidOptionsError(`maxValueBytes must be an integer from 1 to ${MAX_VALUE_BYTES_LIMIT}`);
@@ -80,15 +138,19 @@ function checkOptions(options: SessionManagerOptions): { namespace: string; maxV
   return { namespace: validateNamespace(options.namespace ?? DEFAULT_NAMESPACE), maxValueBytes, clock };
 }
 
-/** Runs a store call, turning anything that is not already a typed error into a StoreError. */
-async function callStore<T>(store: SessionStore, operation: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (error) {
-    if (error instanceof SessionError) throw error;
-    throw new StoreError(`${store.kind} store ${operation} failed`, { cause: error });
-  }
+/** The plaintext metadata a KeyProvider may keep (the passphrase salt), under `<namespace>!<name>`. */
+function providerMetadata(store: SessionStore, namespace: string, clock: () => number): ProviderMetadata {
+  return {
+    get: async (name) => (await callStore(store, 'open', () => store.get(metadataKey(namespace, name))))?.value,
+    create: async (name, value) =>
+      (await callStore(store, 'open', () => store.compareAndSet(metadataKey(namespace, name), null, value, { expiresAt: null, updatedAt: clock() }))).ok,
+  };
 }
+
+function emitWarning(warning: KeyWarning): void {
+  process.emitWarning(warning.message, { code: warning.code, type: 'OrdoSessionsWarning' });
+}
+
 
 /**
  * Stores and retrieves broker sessions: namespaced per broker, sealed with AES-256-GCM.
@@ -107,7 +169,14 @@ export class SessionManager {
   readonly #namespace: string;
   readonly #maxValueBytes: number;
   readonly #clock: () => number;
+  readonly #watchers = new WatchRegistry();
+  /** getOrRefresh calls in flight, by storage key: concurrent callers share one. */
+  readonly #refreshes = new Map<string, Promise<unknown>>();
   #closed = false;
+  /** Set when the store's storage keys are private (HMACs). */
+  #names: PrivateNames | undefined;
+  #rotateOnRead = false;
+  #counter!: EncryptionCounter;
 
   private constructor(keyring: Keyring, store: SessionStore, namespace: string, maxValueBytes: number, clock: () => number) {
     this.#keyring = keyring;
@@ -129,20 +198,27 @@ export class SessionManager {
    * });
    * ```
    * @throws InvalidOptionsError, InvalidSessionKeyError (namespace), StoreError, and
-   *   KeyringMismatchError when no configured key can open this store's canary.
+   *   KeyringMismatchError when no configured key can open this store's canary; KeyInUseError
+   *   (a KeyringMismatchError) when a key dropped from the keyring still protects records, unless
+   *   `allowMissingKeys: true`; KeyringError from a key provider (a bad passphrase record).
    */
   static async open(options: SessionManagerOptions): Promise<SessionManager> {
     const { namespace, maxValueBytes, clock } = checkOptions(options);
     const store = options.store ?? new SqliteStore({ path: process.env['ORDO_SESSION_DB'] || DEFAULT_SQLITE_PATH });
-    const manager = new SessionManager(options.keyring, store, namespace, maxValueBytes, clock);
     try {
       await callStore(store, 'open', async () => store.open?.());
-      await manager.#checkCanary();
+      const keyring = await resolveKeySource(options.keyring, { namespace, metadata: providerMetadata(store, namespace, clock) });
+      const manager = new SessionManager(keyring, store, namespace, maxValueBytes, clock);
+      manager.#rotateOnRead = options.rotateOnRead === true;
+      manager.#counter = new EncryptionCounter(store, namespace, keyring, clock);
+      await manager.#checkNames(options.privateKeys === true);
+      await manager.#checkCanary(options.allowMissingKeys === true);
+      await manager.#checkNonceBudget(options.onWarning ?? emitWarning);
+      return manager;
     } catch (error) {
       await store.close().catch(() => undefined);
       throw error;
     }
-    return manager;
   }
 
   /** The namespace this manager works in. */
@@ -170,7 +246,7 @@ export class SessionManager {
     const now = this.#clock();
     const { identity, location } = this.#locate(broker, key, resolveExpiry(options, now));
     const plaintext = serializeSessionData(data, this.#maxValueBytes);
-    const sealed = seal(this.#keyring, plaintext, identity);
+    const sealed = this.#sealSession(identity, plaintext);
     plaintext.fill(0);
     await callStore(this.#store, 'write', () =>
       this.#store.set(location, sealed, { expiresAt: identity.expiresAt, updatedAt: now }),
@@ -192,8 +268,11 @@ export class SessionManager {
     const { identity, location } = this.#locate(broker, key, null);
     const record = await callStore(this.#store, 'read', () => this.#store.get(location));
     if (record === undefined || this.#isExpired(record)) return undefined;
-    const plaintext = openEnvelope(this.#keyring, record.value, { ...identity, expiresAt: record.expiresAt });
+    const plaintext = this.#openSession({ ...identity, expiresAt: record.expiresAt }, record.value);
     try {
+      if (this.#rotateOnRead && envelopeKeyId(record.value) !== this.#keyring.primaryKeyId) {
+        await this.#rewrite(location, record, { ...identity, expiresAt: record.expiresAt }, plaintext);
+      }
       return deserializeSessionData(plaintext) as T;
     } catch {
       throw new SessionIntegrityError(); // authenticated yet not our JSON: treat as corrupt, never leak it
@@ -216,6 +295,37 @@ export class SessionManager {
   }
 
   /**
+   * The session, refreshed first by `refresher` when it is missing, expired or within
+   * `refreshBeforeMs` of expiry; exactly one caller across every process sharing the store runs
+   * the refresher, and the others wait for its session. A fresh session costs one read, no lock.
+   * See `src/refresh.ts` for the lease, wait and fencing rules.
+   *
+   * @example
+   * ```ts
+   * const session = await sessions.getOrRefresh<FyersSession>('fyers', accountId, async (current) => {
+   *   const next = await callBrokerRefresh(current?.refreshToken);
+   *   return { data: next, expiresAt: next.expiresAt };
+   * }, { refreshBeforeMs: 60_000, lockTtlMs: 30_000, waitTimeoutMs: 60_000 });
+   * ```
+   * @throws RefreshError (cause: the refresher's error, or why its result was refused),
+   *   RefreshConflictError, LockTimeoutError, LoginRequiredError (unwrapped), StoreError,
+   *   SessionIntegrityError, InvalidOptionsError
+   */
+  async getOrRefresh<T = JsonValue>(broker: string, key: string, refresher: Refresher<T>, options?: GetOrRefreshOptions): Promise<T> {
+    this.#assertOpen();
+    const { identity, location } = this.#locate(broker, key, null);
+    const target = {
+      store: this.#store,
+      location,
+      clock: this.#clock,
+      inflight: this.#refreshes,
+      read: () => this.#readVersioned<T>(identity, location),
+      seal: (data: unknown, expiresAt: number | null) => this.#sealForRefresh<T>(identity, data, expiresAt),
+    };
+    return getOrRefresh(target, refresher, options);
+  }
+
+  /**
    * Deletes one session; resolves with whether one existed (expired or not).
    *
    * @example
@@ -232,6 +342,8 @@ export class SessionManager {
   /**
    * The live sessions of one broker, streamed page by page: keys and metadata, never data.
    * Listing reads store metadata and does not open envelopes; `getSession` verifies each one.
+   * With `privateKeys: true` it opens each record to recover its key name (one AES-GCM
+   * decryption per record); a record that fails to open is left out.
    *
    * @example
    * ```ts
@@ -240,8 +352,22 @@ export class SessionManager {
    */
   listSessions(broker: string): AsyncIterable<SessionInfo> {
     this.#assertOpen();
-    const prefix = brokerPrefix(this.#namespace, validateBrokerId(broker));
-    return this.#list(prefix);
+    const prefix = this.#brokerPrefix(validateBrokerId(broker));
+    return withoutBroker(this.#list(prefix));
+  }
+
+  /**
+   * The live sessions of every broker in this namespace, streamed page by page: broker, key and
+   * metadata, never data. Like {@link SessionManager.listSessions}, it does not open envelopes.
+   *
+   * @example
+   * ```ts
+   * for await (const { broker, key, expiresAt } of sessions.listAllSessions()) console.log(broker, key, expiresAt);
+   * ```
+   */
+  async *listAllSessions(): AsyncGenerator<BrokerSessionInfo> {
+    this.#assertOpen();
+    yield* this.#list(namespacePrefix(this.#namespace));
   }
 
   /**
@@ -254,7 +380,7 @@ export class SessionManager {
    */
   async clearBroker(broker: string): Promise<number> {
     this.#assertOpen();
-    const prefix = brokerPrefix(this.#namespace, validateBrokerId(broker));
+    const prefix = this.#brokerPrefix(validateBrokerId(broker));
     return callStore(this.#store, 'clear', () => this.#store.deleteByPrefix(prefix));
   }
 
@@ -284,9 +410,105 @@ export class SessionManager {
    * ```
    * @throws InvalidSessionKeyError for a bad broker id.
    */
-  forBroker<T = JsonValue>(broker: string): BrokerSessions<T> {
+  forBroker<S extends StandardSchemaV1>(
+    broker: string,
+    options: { readonly schema: S },
+  ): BrokerSessions<StandardSchemaV1.InferOutput<S>, StandardSchemaV1.InferInput<S>>;
+  forBroker<T = JsonValue>(broker: string): BrokerSessions<T>;
+  forBroker(broker: string, options?: { readonly schema: StandardSchemaV1 }): BrokerSessions<unknown> {
     this.#assertOpen();
-    return new BrokerSessions<T>(this, validateBrokerId(broker));
+    if (options !== undefined && (typeof options !== 'object' || options === null || !isStandardSchema(options.schema))) {
+      throw new InvalidOptionsError('forBroker options.schema must be a Standard Schema (zod 4, valibot, arktype...)');
+    }
+    return new BrokerSessions(this, validateBrokerId(broker), options?.schema);
+  }
+
+  /**
+   * Tells `listener` about every change to this namespace's sessions (or one broker's) made by
+   * any process sharing the store, this one included: `{ broker, key, kind }`, never the data.
+   * Resolves, once listening, with a function that stops it; `close()` stops every watcher.
+   *
+   * @example
+   * ```ts
+   * const unwatch = await sessions.watch(({ broker, key, kind }) => {
+   *   if (broker === 'kite' && key === 'AB1234' && kind !== 'delete') void reconnectTicker();
+   * }, { broker: 'kite', onError: console.error });
+   * await unwatch();
+   * ```
+   * @throws InvalidOptionsError when the store cannot watch; InvalidSessionKeyError for a bad broker id.
+   */
+  async watch(listener: SessionChangeListener, options?: WatchOptions): Promise<Unwatch> {
+    this.#assertOpen();
+    return this.#watchers.watch(this.#store, this.#namespace, listener, options);
+  }
+
+  /**
+   * Re-seals every record of this namespace that is not under the primary key (sessions and
+   * sealed metadata), a page at a time with flat memory, each by compare-and-set: a record written
+   * meanwhile is left as its writer sealed it, never overwritten. Identity (AAD), expiry and
+   * `updatedAt` stay as they were. Safe to interrupt (abort, crash, SIGKILL) and to run again:
+   * it resumes by skipping what is already under the primary. Expired records are skipped
+   * (`purgeExpired()` removes them).
+   *
+   * @example
+   * ```ts
+   * const total = Object.values(await sessions.keyUsage()).reduce((a, b) => a + b, 0);
+   * const result = await sessions.rotateKeys({ onProgress: ({ scanned }) => bar.update(scanned, { total }) });
+   * // { scanned: 1200, rotated: 1150, skipped: 50, unreadable: 0 }
+   * ```
+   * @throws RotationAbortedError when `signal` aborts (every record stays readable); StoreError.
+   */
+  async rotateKeys(options: RotateKeysOptions = {}): Promise<RotationResult> {
+    this.#assertOpen();
+    const keyring = this.#keyring;
+    const codec: RecordCodec = {
+      current: (_key, record) => envelopeKeyId(record.value) === keyring.primaryKeyId,
+      reseal: (key, record) => {
+        const identity = this.#identityOfStored(key, record);
+        if (identity === undefined) throw new SessionIntegrityError();
+        const plaintext = this.#openSession(identity, record.value);
+        try {
+          return this.#sealSession(identity, plaintext, false);
+        } finally {
+          plaintext.fill(0);
+        }
+      },
+    };
+    try {
+      return await rotateRecords(this.#store, this.#namespace, keyring, codec, this.#clock, options, (id) => this.#counter.note(id));
+    } finally {
+      await this.#counter.flush().catch(() => undefined);
+    }
+  }
+
+  /**
+   * How many live records each key id still protects (sessions and sealed metadata, from envelope
+   * headers; canaries not counted), e.g. `{ k2: 1200, k1: 3 }`. A key with no entry protects
+   * nothing and can be dropped. Scans the whole namespace.
+   *
+   * @example
+   * ```ts
+   * const usage = await sessions.keyUsage();
+   * if ((usage['k1'] ?? 0) === 0) console.log('k1 can be removed from ORDO_SESSION_KEYS');
+   * ```
+   */
+  async keyUsage(): Promise<Record<string, number>> {
+    this.#assertOpen();
+    return countKeyUsage(this.#store, this.#namespace, this.#clock());
+  }
+
+  /**
+   * How many times each key has encrypted (approximate, shared by every process through the
+   * store's metadata), against the AES-GCM random-nonce budget of 2^32 per key.
+   *
+   * @example
+   * ```ts
+   * for (const { keyId, encryptions, used } of await sessions.keyStats()) console.log(keyId, encryptions, `${(used * 100).toFixed(4)}%`);
+   * ```
+   */
+  async keyStats(): Promise<KeyStat[]> {
+    this.#assertOpen();
+    return keyStatsOf(this.#keyring, await this.#counter.read());
   }
 
   /**
@@ -300,6 +522,8 @@ export class SessionManager {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#counter.flush().catch(() => undefined); // counts are approximate: never fail close for them
+    await this.#watchers.closeAll();
     await callStore(this.#store, 'close', () => this.#store.close());
   }
 
@@ -327,28 +551,49 @@ export class SessionManager {
       key: validateSessionKey(key),
       expiresAt,
     };
-    return { identity, location: storageKey(this.#namespace, identity.broker, identity.key) };
+    return { identity, location: this.#storageKeyOf(identity.broker, identity.key) };
   }
 
   #isExpired(record: StoredRecord): boolean {
     return record.expiresAt !== null && record.expiresAt <= this.#clock();
   }
 
-  async *#list(prefix: string): AsyncGenerator<SessionInfo> {
-    let cursor: string | undefined;
-    do {
+  /** For getOrRefresh: the session opened whether expired or not (a refresh needs the old refresh token), with its version. */
+  async #readVersioned<T>(identity: RecordIdentity, location: string): Promise<VersionedSession<T> | undefined> {
+    const record = await callStore(this.#store, 'read', () => this.#store.get(location));
+    if (record === undefined) return undefined;
+    const plaintext = this.#openSession({ ...identity, expiresAt: record.expiresAt }, record.value);
+    try {
+      return { data: deserializeSessionData(plaintext) as T, version: record.version, expiresAt: record.expiresAt };
+    } catch {
+      throw new SessionIntegrityError();
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+
+  /** For getOrRefresh: validates and seals like setSession; returns the data as a reader will see it. */
+  #sealForRefresh<T>(identity: RecordIdentity, data: unknown, expiresAt: number | null): { sealed: Uint8Array; data: T } {
+    const plaintext = serializeSessionData(data, this.#maxValueBytes);
+    try {
+      return { sealed: this.#sealSession({ ...identity, expiresAt }, plaintext), data: deserializeSessionData(plaintext) as T };
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+
+  /** The live sessions under a storage-key prefix, with their broker, streamed page by page. */
+  async *#list(prefix: string): AsyncGenerator<BrokerSessionInfo> {
+    for await (const records of pages(this.#store, prefix, LIST_PAGE_SIZE)) {
       this.#assertOpen();
-      const options = cursor === undefined ? { limit: LIST_PAGE_SIZE } : { limit: LIST_PAGE_SIZE, cursor };
-      const page = await callStore(this.#store, 'list', () => this.#store.list(prefix, options));
-      for (const record of page.records) {
+      for (const record of records) {
         if (this.#isExpired(record)) continue;
-        const parsed = parseStorageKey(this.#namespace, record.key);
+        const parsed = this.#nameOf(record);
         if (parsed === undefined) continue;
-        const info = { key: parsed.key, updatedAt: new Date(record.updatedAt), keyId: envelopeKeyId(record.value) ?? null };
+        const info = { ...parsed, updatedAt: new Date(record.updatedAt), keyId: envelopeKeyId(record.value) ?? null };
         yield record.expiresAt === null ? info : { ...info, expiresAt: new Date(record.expiresAt) };
       }
-      cursor = page.cursor;
-    } while (cursor !== undefined);
+    }
   }
 
   /**
@@ -356,9 +601,11 @@ export class SessionManager {
    * passes when at least one canary opens with a key we hold and none we hold fails to open;
    * then the primary's canary is written if missing. A store whose canaries were lost but that
    * holds sessions must open one of them instead. A store opened with the wrong keys is thus
-   * never mistaken for an empty one, and never overwritten.
+   * never mistaken for an empty one, and never overwritten. In a rolling rotation, old (`k1`) and
+   * new (`k2,k1`) keyrings both pass; a keyring that dropped a key still protecting records is
+   * refused with KeyInUseError (see the end of this method).
    */
-  async #checkCanary(): Promise<void> {
+  async #checkCanary(allowMissingKeys = false): Promise<void> {
     const keyring = this.#keyring;
     const canaries = await this.#canaries();
     const held = canaries.filter(({ keyId }) => keyring.has(keyId));
@@ -378,6 +625,30 @@ export class SessionManager {
     }
     if (canaries.length === 0) await this.#checkAnySession();
     if (!held.some(({ keyId }) => keyId === keyring.primaryKeyId)) await this.#writeCanary();
+    // A key we lack whose canary is *older* than our primary's was dropped from this keyring;
+    // one whose canary is as new or newer belongs to a process ahead of us in a rolling deploy,
+    // and must not lock us out (its records read as UnknownKeyIdError until we redeploy).
+    const primaryCanary = canaries.find(({ keyId }) => keyId === keyring.primaryKeyId);
+    const since = primaryCanary?.record.updatedAt ?? this.#clock();
+    const dropped = canaries.filter(({ keyId, record }) => !keyring.has(keyId) && record.updatedAt < since);
+    if (dropped.length > 0 && !allowMissingKeys) await this.#checkMissingKeys(dropped);
+  }
+
+  /**
+   * A canary whose key the keyring lacks: that key may still protect records. Count them (a scan
+   * of the namespace, envelope headers only; it runs only while such a canary exists) and refuse
+   * if any remain. When none do, the key is retired: its canary is deleted, so later opens skip
+   * the scan, and a process that still holds only that key is refused (it can open nothing here).
+   */
+  async #checkMissingKeys(missing: ReadonlyArray<{ keyId: string; record: StoredRecord }>): Promise<void> {
+    const usage = await countKeyUsage(this.#store, this.#namespace, this.#clock(), new Set(missing.map(({ keyId }) => keyId)));
+    for (const { keyId } of missing) {
+      const records = usage[keyId] ?? 0;
+      if (records > 0) throw new KeyInUseError(keyId, records);
+    }
+    for (const { keyId } of missing) {
+      await callStore(this.#store, 'open', () => this.#store.delete(metadataKey(this.#namespace, `${CANARY_PREFIX}${keyId}`)));
+    }
   }
 
   async #canaries(): Promise<Array<{ keyId: string; record: StoredRecord }>> {
@@ -404,10 +675,11 @@ export class SessionManager {
       cursor = page.cursor;
     } while (record === undefined && cursor !== undefined);
     if (record === undefined) return;
-    const parsed = parseStorageKey(this.#namespace, record.key);
+    const found = record;
     try {
-      if (parsed === undefined) throw new SessionIntegrityError();
-      openEnvelope(this.#keyring, record.value, { kind: 'session', namespace: this.#namespace, ...parsed, expiresAt: record.expiresAt }).fill(0);
+      const identity = this.#identityOfStored(found.key, found);
+      if (identity === undefined) throw new SessionIntegrityError();
+      this.#openSession(identity, found.value).fill(0);
     } catch {
       throw new KeyringMismatchError('this store holds sessions but no configured key can open them');
     }
@@ -416,6 +688,7 @@ export class SessionManager {
   async #writeCanary(): Promise<void> {
     const keyId = this.#keyring.primaryKeyId;
     const sealed = seal(this.#keyring, CANARY_PLAINTEXT, this.#canaryIdentity(keyId));
+    this.#counter.note(keyId);
     const key = metadataKey(this.#namespace, `${CANARY_PREFIX}${keyId}`);
     const written = await callStore(this.#store, 'open', () =>
       this.#store.compareAndSet(key, null, sealed, { expiresAt: null, updatedAt: this.#clock() }),
@@ -429,6 +702,117 @@ export class SessionManager {
     } catch {
       throw new KeyringMismatchError(`key "${keyId}" is not the key this store's records under that id were sealed with`);
     }
+  }
+
+  /** The storage key of a session: plain `<ns>/<broker>/<key>`, or HMACs in private mode. */
+  #storageKeyOf(broker: string, key: string): string {
+    return this.#names === undefined ? storageKey(this.#namespace, broker, key) : this.#names.storageKey(broker, key);
+  }
+
+  #brokerPrefix(broker: string): string {
+    return this.#names === undefined ? brokerPrefix(this.#namespace, broker) : this.#names.brokerPrefix(broker);
+  }
+
+  /**
+   * Seals a session for its (real) identity. In private mode: envelope format 2, the name
+   * `broker/key` inside, bound to the storage key's HMAC segments.
+   */
+  #sealSession(identity: RecordIdentity, plaintext: Uint8Array, count = true): Buffer {
+    if (count) this.#counter.note(this.#keyring.primaryKeyId);
+    const names = this.#names;
+    if (names === undefined) return seal(this.#keyring, plaintext, identity);
+    const bound = names.identityOf(names.storageKey(identity.broker, identity.key), identity.expiresAt);
+    if (bound === undefined) throw new SessionIntegrityError();
+    return sealNamed(this.#keyring, `${identity.broker}/${identity.key}`, plaintext, bound);
+  }
+
+  /** Opens a session sealed for `identity` (with the record's expiry); the caller wipes the result. */
+  #openSession(identity: RecordIdentity, value: Uint8Array): Buffer {
+    const names = this.#names;
+    if (names === undefined || envelopeVersion(value) !== 2) return openEnvelope(this.#keyring, value, identity);
+    const bound = names.identityOf(names.storageKey(identity.broker, identity.key), identity.expiresAt);
+    if (bound === undefined) throw new SessionIntegrityError();
+    const { name, plaintext } = openNamed(this.#keyring, value, bound);
+    if (name !== `${identity.broker}/${identity.key}`) {
+      plaintext.fill(0);
+      throw new SessionIntegrityError();
+    }
+    return plaintext;
+  }
+
+  /** Broker and key of a stored session record (in private mode, by opening it), or `undefined`. */
+  #nameOf(record: { readonly key: string } & StoredRecord): { broker: string; key: string } | undefined {
+    const names = this.#names;
+    if (names === undefined) return parseStorageKey(this.#namespace, record.key);
+    const bound = names.identityOf(record.key, record.expiresAt);
+    if (bound === undefined || envelopeVersion(record.value) !== 2) return undefined;
+    let opened: { name: string; plaintext: Buffer };
+    try {
+      opened = openNamed(this.#keyring, record.value, bound);
+    } catch {
+      return undefined; // unreadable: getSession reports it; a listing only names what it can open
+    }
+    opened.plaintext.fill(0);
+    const slash = opened.name.indexOf('/');
+    return slash < 0 ? undefined : { broker: opened.name.slice(0, slash), key: opened.name.slice(slash + 1) };
+  }
+
+  /** The (real) identity of a stored session record, or `undefined`. */
+  #identityOfStored(key: string, record: StoredRecord): RecordIdentity | undefined {
+    const parsed = this.#nameOf({ key, ...record });
+    if (parsed === undefined) return undefined;
+    return { kind: 'session', namespace: this.#namespace, broker: parsed.broker, key: parsed.key, expiresAt: record.expiresAt };
+  }
+
+  /** rotateOnRead: re-seal under the primary by compare-and-set; any failure is ignored (the read has succeeded). */
+  async #rewrite(location: string, record: StoredRecord, identity: RecordIdentity, plaintext: Uint8Array): Promise<void> {
+    try {
+      const sealed = this.#sealSession(identity, plaintext);
+      await this.#store.compareAndSet(location, record.version, sealed, { expiresAt: record.expiresAt, updatedAt: record.updatedAt });
+    } catch {
+      // a concurrent write won, or the store failed: the record stays readable as it is
+    }
+  }
+
+  /**
+   * The naming mode is fixed at the first open with `privateKeys: true` (the `names` metadata
+   * record, which also names the long-lived key whose HMAC subkey names records). A private store
+   * opened without the option, or a store that already holds plain-named sessions opened with
+   * it, is refused: either would silently split the data in two.
+   */
+  async #checkNames(privateKeys: boolean): Promise<void> {
+    const key = metadataKey(this.#namespace, NAMES_METADATA_NAME);
+    let record = await callStore(this.#store, 'open', () => this.#store.get(key));
+    if (record === undefined && privateKeys) {
+      const first = await callStore(this.#store, 'open', () => this.#store.list(namespacePrefix(this.#namespace), { limit: 1 }));
+      if (first.records.length > 0 || first.cursor !== undefined) {
+        throw new InvalidOptionsError('this store already holds sessions under plain names: privateKeys cannot be turned on for it');
+      }
+      const mode = Buffer.from(JSON.stringify({ v: 1, mode: 'private', nameKeyId: this.#keyring.primaryKeyId }), 'utf8');
+      await callStore(this.#store, 'open', () => this.#store.compareAndSet(key, null, mode, { expiresAt: null, updatedAt: this.#clock() }));
+      record = await callStore(this.#store, 'open', () => this.#store.get(key));
+    }
+    if (record === undefined) return;
+    const mode = parseNamesMode(record.value);
+    if (mode === undefined) throw new KeyringMismatchError('this store\'s naming mode record is unreadable');
+    if (!privateKeys) throw new InvalidOptionsError('this store\'s storage keys are private: open it with privateKeys: true');
+    this.#names = new PrivateNames(this.#keyring, mode.nameKeyId, this.#namespace);
+  }
+
+  /** Warns when the primary key nears the AES-GCM random-nonce bound (2^32 messages per key). */
+  async #checkNonceBudget(onWarning: (warning: KeyWarning) => void): Promise<void> {
+    const keyId = this.#keyring.primaryKeyId;
+    const encryptions = (await this.#counter.read())[keyId] ?? 0;
+    if (encryptions < NONCE_WARN_AT) return;
+    const rotate = encryptions >= NONCE_ROTATE_AT;
+    onWarning({
+      code: rotate ? 'ORDO_NONCE_BUDGET_ROTATE' : 'ORDO_NONCE_BUDGET',
+      keyId,
+      encryptions,
+      message: rotate
+        ? `key "${keyId}" has sealed about ${encryptions} records, over 90% of the AES-GCM limit of 2^32: add a new primary key and run rotateKeys() now`
+        : `key "${keyId}" has sealed about ${encryptions} records, over half the AES-GCM limit of 2^32: plan a key rotation`,
+    });
   }
 
   #canaryIdentity(keyId: string): RecordIdentity {
@@ -451,25 +835,76 @@ export class SessionManager {
  * for await (const info of kite.listSessions()) console.log(info.key);
  * ```
  */
-export class BrokerSessions<T = JsonValue> {
+export class BrokerSessions<T = JsonValue, TInput = T> {
   readonly #manager: SessionManager;
+  /** Validates data on write and on read, when the view was made with one. */
+  readonly #schema: StandardSchemaV1 | undefined;
   /** The broker id every call of this view uses. */
   readonly broker: string;
 
   /** @internal use {@link SessionManager.forBroker}. */
-  constructor(manager: SessionManager, broker: string) {
+  constructor(manager: SessionManager, broker: string, schema?: StandardSchemaV1) {
     this.#manager = manager;
     this.broker = validateBrokerId(broker);
+    this.#schema = schema;
   }
 
-  /** Like {@link SessionManager.setSession} for this broker. */
-  setSession(key: string, data: T, options?: ExpiryOptions): Promise<void> {
-    return this.#manager.setSession(this.broker, key, data, options);
+  /**
+   * Like {@link SessionManager.setSession} for this broker. With a schema, `data` is validated
+   * first and the schema's output is what is stored.
+   * @throws InvalidSessionDataError (listing the failing paths) when `data` fails the schema.
+   */
+  async setSession(key: string, data: TInput, options?: ExpiryOptions): Promise<void> {
+    const value = this.#schema === undefined ? data : await parseForWrite(this.#schema, data);
+    return this.#manager.setSession(this.broker, key, value, options);
   }
 
-  /** Like {@link SessionManager.getSession} for this broker. */
-  getSession(key: string): Promise<T | undefined> {
-    return this.#manager.getSession<T>(this.broker, key);
+  /**
+   * Like {@link SessionManager.getSession} for this broker. With a schema, the stored value is
+   * validated and the schema's output returned.
+   * @throws SessionSchemaError when the stored value no longer fits the schema.
+   */
+  async getSession(key: string): Promise<T | undefined> {
+    const stored = await this.#manager.getSession<unknown>(this.broker, key);
+    if (stored === undefined || this.#schema === undefined) return stored as T | undefined;
+    return (await parseStored(this.#schema, stored)) as T;
+  }
+
+  /**
+   * Like {@link SessionManager.watch}, for this broker's sessions only.
+   *
+   * @example
+   * ```ts
+   * const unwatch = await kite.watch(({ key, kind }) => console.log(key, kind));
+   * ```
+   */
+  watch(listener: SessionChangeListener, options?: Omit<WatchOptions, 'broker'>): Promise<Unwatch> {
+    return this.#manager.watch(listener, { ...options, broker: this.broker });
+  }
+
+  /**
+   * Like {@link SessionManager.getOrRefresh} for this broker. With a schema, the refresher's data
+   * must pass it (else RefreshError with an InvalidSessionDataError cause, nothing written) and
+   * the result is the schema's output.
+   *
+   * @example
+   * ```ts
+   * const session = await fyers.getOrRefresh(accountId, async (current) => {
+   *   const next = await callBrokerRefresh(current?.refreshToken);
+   *   return { data: next, expiresAt: next.expiresAt };
+   * });
+   * ```
+   */
+  async getOrRefresh(key: string, refresher: Refresher<T>, options?: GetOrRefreshOptions): Promise<T> {
+    const schema = this.#schema;
+    if (schema === undefined) return this.#manager.getOrRefresh<T>(this.broker, key, refresher, options);
+    const checked: Refresher<T> = async (current) => {
+      const result = await refresher(current);
+      if (typeof result !== 'object' || result === null) return result;
+      return { ...result, data: (await parseForWrite(schema, result.data)) as T };
+    };
+    const stored = await this.#manager.getOrRefresh<T>(this.broker, key, checked, options);
+    return (await parseStored(schema, stored)) as T;
   }
 
   /** Like {@link SessionManager.hasSession} for this broker. */

@@ -10,6 +10,7 @@ import { createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:cry
 import { readFileSync, statSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { KeyringError } from '../errors.ts';
+import { PassphraseKeyProvider, type PassphraseOptions } from './passphrase.ts';
 
 /** One key as given to the {@link Keyring} constructor. */
 export interface KeyringEntry {
@@ -180,6 +181,34 @@ export class Keyring {
     const keyId = id ?? `k${new Date().toISOString().slice(0, 10).replaceAll('-', '')}-${randomBytes(2).toString('hex')}`;
     if (!KEY_ID_PATTERN.test(keyId)) throw new KeyringError('key id must be 1 to 32 characters of A-Z, a-z, 0-9, "_" or "-"');
     return `${keyId}:${randomBytes(KEY_BYTES).toString('base64')}`;
+  }
+
+  /**
+   * A key provider that derives the key from a passphrase with scrypt (N=2^17, r=8, p=1) and a
+   * per-store random salt kept in the store's metadata. It is lazy: the salt can only be read
+   * once the store is known, so `SessionManager.open` resolves it. The same passphrase opens the
+   * same store; another one gets `KeyringMismatchError` (caught by the canary).
+   *
+   * @example
+   * ```ts
+   * const sessions = await SessionManager.open({ keyring: Keyring.fromPassphrase(process.env.ORDO_PASSPHRASE!), store });
+   * ```
+   * @throws KeyringError for a passphrase shorter than 8 characters or a bad option.
+   */
+  static fromPassphrase(passphrase: string, options?: PassphraseOptions): PassphraseKeyProvider {
+    return new PassphraseKeyProvider(passphrase, options);
+  }
+
+  /**
+   * A Keyring is its own {@link KeyProvider}: resolves with itself.
+   *
+   * @example
+   * ```ts
+   * const same = await keyring.loadKeyring();
+   * ```
+   */
+  loadKeyring(): Promise<Keyring> {
+    return Promise.resolve(this);
   }
 
   /** The id of the key that seals new writes. */

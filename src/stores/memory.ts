@@ -5,6 +5,7 @@ import type {
   ListOptions,
   RecordPage,
   SessionStore,
+  StoreChange,
   StoredRecord,
   WriteOptions,
 } from './store.ts';
@@ -22,6 +23,10 @@ import type {
 export class MemoryStore implements SessionStore {
   readonly kind = 'memory';
   readonly #records = new Map<string, StoredRecord>();
+  /** Leases, apart from records (never listed): key -> holder's token and when it runs out (Date.now ms). */
+  readonly #leases = new Map<string, { token: string; expiresAt: number }>();
+  /** Change subscribers: in process only, delivered on a microtask after the mutation. */
+  readonly #subscribers = new Set<{ prefix: string; listener: (change: StoreChange) => void }>();
   #closed = false;
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -49,7 +54,9 @@ export class MemoryStore implements SessionStore {
 
   async delete(key: string): Promise<boolean> {
     this.#assertOpen();
-    return this.#records.delete(key);
+    const deleted = this.#records.delete(key);
+    if (deleted) this.#emit(key, 'delete');
+    return deleted;
   }
 
   async list(prefix: string, options: ListOptions): Promise<RecordPage> {
@@ -71,7 +78,10 @@ export class MemoryStore implements SessionStore {
     this.#assertOpen();
     let deleted = 0;
     for (const key of [...this.#records.keys()]) {
-      if (key.startsWith(prefix) && this.#records.delete(key)) deleted++;
+      if (key.startsWith(prefix) && this.#records.delete(key)) {
+        deleted++;
+        this.#emit(key, 'delete');
+      }
     }
     return deleted;
   }
@@ -83,14 +93,55 @@ export class MemoryStore implements SessionStore {
       if (key.startsWith(prefix) && record.expiresAt !== null && record.expiresAt <= now) {
         this.#records.delete(key);
         deleted++;
+        this.#emit(key, 'expire');
       }
     }
     return deleted;
   }
 
+  async acquireLease(key: string, token: string, ttlMs: number): Promise<boolean> {
+    this.#assertOpen();
+    const now = Date.now();
+    const held = this.#leases.get(key);
+    if (held !== undefined && held.expiresAt > now) return false;
+    this.#leases.set(key, { token, expiresAt: now + ttlMs });
+    return true;
+  }
+
+  async releaseLease(key: string, token: string): Promise<boolean> {
+    this.#assertOpen();
+    const held = this.#leases.get(key);
+    if (held === undefined || held.token !== token) return false;
+    return this.#leases.delete(key);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#records.clear();
+    this.#subscribers.clear();
+  }
+
+  async subscribe(prefix: string, listener: (change: StoreChange) => void): Promise<() => Promise<void>> {
+    this.#assertOpen();
+    const subscriber = { prefix, listener };
+    this.#subscribers.add(subscriber);
+    return async () => {
+      this.#subscribers.delete(subscriber);
+    };
+  }
+
+  #emit(key: string, kind: StoreChange['kind']): void {
+    for (const subscriber of this.#subscribers) {
+      if (!key.startsWith(subscriber.prefix)) continue;
+      queueMicrotask(() => {
+        if (!this.#subscribers.has(subscriber)) return;
+        try {
+          subscriber.listener({ key, kind });
+        } catch {
+          // A subscriber's failure is its own; the manager reports listener errors itself.
+        }
+      });
+    }
   }
 
   #write(key: string, value: Uint8Array, options: WriteOptions): string {
@@ -101,6 +152,7 @@ export class MemoryStore implements SessionStore {
       updatedAt: options.updatedAt,
       version,
     });
+    this.#emit(key, options.change ?? 'set');
     return version;
   }
 

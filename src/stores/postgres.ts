@@ -14,6 +14,13 @@
  *   on is cancelled on the server, so a timed-out write cannot land long after its error.
  * - The schema is created by a versioned migration under a transaction-scoped advisory lock, so
  *   any number of processes may open the same fresh database at once.
+ * - Change notifications: every write statement is a CTE that also calls `pg_notify`, so the
+ *   notification commits with the write, atomically, in the same round trip. The channel is
+ *   `ordo_<hash of schema.table>` (a channel name is at most 63 bytes), the payload
+ *   `<kind>:<hex of the storage key's bytes>` (hex, since a key may hold NUL, which text cannot).
+ *   A payload is limited to 8000 bytes: a key over 3900 bytes (never a manager's key, which is at
+ *   most about 2.2 KB) is sent as `<kind>#<sha256 hex>` instead, which subscribers cannot map back
+ *   to a key and drop. See `subscribe`.
  */
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
@@ -33,6 +40,7 @@ import type {
   ListOptions,
   RecordPage,
   SessionStore,
+  StoreChange,
   StoredRecord,
   WriteOptions,
 } from './store.ts';
@@ -129,6 +137,8 @@ interface TableNames {
   readonly migrations: string;
   /** `"table_expires_at_idx"`, unqualified: an index lives in its table's schema. */
   readonly expiryIndex: string;
+  /** `"schema"."table_leases"`: getOrRefresh's leases, apart from records. */
+  readonly leases: string;
 }
 
 /** Schema version n is reached by running `MIGRATIONS[n - 1]`; never edit one, append. */
@@ -145,7 +155,22 @@ const MIGRATIONS: readonly Migration[] = [
     `ALTER TABLE ${names.table} ALTER COLUMN value SET STORAGE EXTERNAL`,
     `CREATE INDEX IF NOT EXISTS ${names.expiryIndex} ON ${names.table} (expires_at) WHERE expires_at IS NOT NULL`,
   ],
+  // Leases (getOrRefresh): rows rather than advisory locks, so a lease survives pool churn and
+  // can never leak onto a pooled connection. expires_at is the server's clock, in epoch ms.
+  (names) => [
+    `CREATE TABLE IF NOT EXISTS ${names.leases} (
+      key        bytea  PRIMARY KEY,
+      token      text   NOT NULL,
+      expires_at bigint NOT NULL
+    )`,
+  ],
 ];
+
+/** The schema version this build migrates to. */
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The server's clock in epoch ms: one clock for every host sharing the table. */
+const SERVER_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -214,7 +239,13 @@ export class PostgresStore implements SessionStore {
   readonly #pool: Pool;
   readonly #ownsPool: boolean;
   readonly #names: TableNames;
-  readonly #sql: ReturnType<typeof statements>;
+  readonly #sql: ReturnType<typeof statements> & ReturnType<typeof leaseStatements>;
+  /** The write statements that also notify watchers. */
+  readonly #notifying: ReturnType<typeof notifyingStatements>;
+  /** The LISTEN/NOTIFY channel of this schema and table. */
+  readonly #channel: string;
+  readonly #subscribers = new Set<{ readonly prefix: string; readonly listener: (change: StoreChange) => void }>();
+  #listener: Listener | undefined;
   readonly #connectTimeoutMs: number;
   readonly #queryTimeoutMs: number;
   readonly #statementNames = new Map<string, string>();
@@ -238,8 +269,11 @@ export class PostgresStore implements SessionStore {
       table: `"${schema}"."${table}"`,
       migrations: `"${schema}"."${table}_migrations"`,
       expiryIndex: `"${table}_expires_at_idx"`,
+      leases: `"${schema}"."${table}_leases"`,
     };
-    this.#sql = statements(this.#names.table);
+    this.#sql = { ...statements(this.#names.table), ...leaseStatements(this.#names.leases) };
+    this.#channel = `ordo_${createHash('sha256').update(`${schema}.${table}`).digest('hex').slice(0, 40)}`;
+    this.#notifying = notifyingStatements(this.#names.table);
     if (options.pool !== undefined) {
       if (typeof options.pool?.connect !== 'function') throw new InvalidOptionsError('PostgresStore pool must be a pg.Pool');
       this.#pool = options.pool;
@@ -283,8 +317,8 @@ export class PostgresStore implements SessionStore {
     const bytes = Buffer.from(value); // copied now: the caller may reuse its buffer before the write is sent
     const version = newVersion();
     return this.#call('set', async (deadline) => {
-      const values = [keyBytes(key), bytes, options.expiresAt, options.updatedAt, version];
-      await this.#query(deadline, this.#sql.upsert, values);
+      const values = [keyBytes(key), bytes, options.expiresAt, options.updatedAt, version, this.#channel, options.change ?? 'set'];
+      await this.#query(deadline, this.#notifying.upsert, values);
       return { version };
     });
   }
@@ -298,11 +332,14 @@ export class PostgresStore implements SessionStore {
     const bytes = Buffer.from(value);
     const version = newVersion();
     return this.#call('compareAndSet', async (deadline): Promise<CompareAndSetResult> => {
+      const change = [this.#channel, options.change ?? 'set'];
       const { rowCount } =
         expectedVersion === null
-          ? await this.#query(deadline, this.#sql.insertIfAbsent, [keyBytes(key), bytes, options.expiresAt, options.updatedAt, version])
-          : await this.#query(deadline, this.#sql.updateIfVersion, [
-              keyBytes(key), expectedVersion, bytes, options.expiresAt, options.updatedAt, version,
+          ? await this.#query(deadline, this.#notifying.insertIfAbsent, [
+              keyBytes(key), bytes, options.expiresAt, options.updatedAt, version, ...change,
+            ])
+          : await this.#query(deadline, this.#notifying.updateIfVersion, [
+              keyBytes(key), expectedVersion, bytes, options.expiresAt, options.updatedAt, version, ...change,
             ]);
       return rowCount === 1 ? { ok: true, version } : { ok: false };
     });
@@ -310,7 +347,7 @@ export class PostgresStore implements SessionStore {
 
   async delete(key: string): Promise<boolean> {
     return this.#call('delete', async (deadline) => {
-      const { rowCount } = await this.#query(deadline, this.#sql.delete, [keyBytes(key)]);
+      const { rowCount } = await this.#query(deadline, this.#notifying.delete, [keyBytes(key), this.#channel]);
       return rowCount === 1;
     });
   }
@@ -338,8 +375,8 @@ export class PostgresStore implements SessionStore {
     return this.#call('deleteByPrefix', async (deadline) => {
       const lower = keyBytes(prefix);
       const upper = upperBound(lower);
-      const values = upper === undefined ? [lower] : [lower, upper];
-      const { rowCount } = await this.#query(deadline, this.#sql.deleteRange(upper !== undefined), values);
+      const values = [this.#channel, lower, ...(upper === undefined ? [] : [upper])];
+      const { rowCount } = await this.#query(deadline, this.#notifying.deleteRange(upper !== undefined), values);
       return rowCount ?? 0;
     });
   }
@@ -348,9 +385,24 @@ export class PostgresStore implements SessionStore {
     return this.#call('purgeExpired', async (deadline) => {
       const lower = keyBytes(prefix);
       const upper = upperBound(lower);
-      const values = upper === undefined ? [now, lower] : [now, lower, upper];
-      const { rowCount } = await this.#query(deadline, this.#sql.purgeRange(upper !== undefined), values);
+      const values = [this.#channel, now, lower, ...(upper === undefined ? [] : [upper])];
+      const { rowCount } = await this.#query(deadline, this.#notifying.purgeRange(upper !== undefined), values);
       return rowCount ?? 0;
+    });
+  }
+
+  async acquireLease(key: string, token: string, ttlMs: number): Promise<boolean> {
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return this.#call('acquireLease', async (deadline) => {
+      const { rowCount } = await this.#query(deadline, this.#sql.acquireLease, [keyBytes(key), token, ttl]);
+      return rowCount === 1;
+    });
+  }
+
+  async releaseLease(key: string, token: string): Promise<boolean> {
+    return this.#call('releaseLease', async (deadline) => {
+      const { rowCount } = await this.#query(deadline, this.#sql.releaseLease, [keyBytes(key), token]);
+      return rowCount === 1;
     });
   }
 
@@ -364,7 +416,55 @@ export class PostgresStore implements SessionStore {
     return `PostgresStore(${this.#names.table})`;
   }
 
+  /**
+   * Listens for changes with `LISTEN` on a dedicated connection (not one of the pool's, which
+   * would go back to the pool still listening), opened with the first subscriber, closed after
+   * the last. After a connection loss it reconnects (with backoff) and listens again;
+   * notifications sent while it was down are lost (PostgreSQL queues them only for listeners).
+   */
+  async subscribe(prefix: string, listener: (change: StoreChange) => void): Promise<() => Promise<void>> {
+    keyBytes(prefix);
+    const entry = { prefix, listener };
+    return this.#call('subscribe', async (deadline) => {
+      this.#subscribers.add(entry);
+      try {
+        this.#listener ??= new Listener(this.#pool, this.#channel, this.#connectTimeoutMs, (payload) => this.#dispatch(payload));
+        await within(this.#listener.started, deadline);
+      } catch (error) {
+        await this.#unsubscribe(entry);
+        throw error;
+      }
+      return () => this.#unsubscribe(entry);
+    });
+  }
+
+  async #unsubscribe(entry: { readonly prefix: string; readonly listener: (change: StoreChange) => void }): Promise<void> {
+    if (!this.#subscribers.delete(entry) || this.#subscribers.size > 0) return;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.stop();
+  }
+
+  #dispatch(payload: string): void {
+    const colon = payload.indexOf(':');
+    const kind = payload.slice(0, colon);
+    if (colon < 0 || !CHANGE_KINDS.has(kind)) return; // also a hashed marker: its key cannot be known
+    const change: StoreChange = { key: Buffer.from(payload.slice(colon + 1), 'hex').toString('utf8'), kind: kind as StoreChange['kind'] };
+    for (const { prefix, listener } of this.#subscribers) {
+      if (!change.key.startsWith(prefix)) continue;
+      try {
+        listener(change);
+      } catch {
+        // The manager reports listener errors; one subscriber's failure never reaches another.
+      }
+    }
+  }
+
   async #shutdown(): Promise<void> {
+    this.#subscribers.clear();
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.stop();
     if (!this.#ownsPool) {
       this.#pool.off('error', this.#onPoolError);
       return;
@@ -560,6 +660,110 @@ function statements(table: string) {
     deleteRange: (bounded: boolean): string => `DELETE FROM ${table} WHERE ${range(1, false, bounded)}`,
     purgeRange: (bounded: boolean): string =>
       `DELETE FROM ${table} WHERE expires_at <= $1 AND ${range(2, false, bounded)}`,
+  };
+}
+
+const CHANGE_KINDS: ReadonlySet<string> = new Set(['set', 'delete', 'refresh', 'expire']);
+/** Keys longer than this (in bytes) are notified as a hash: a NOTIFY payload (here hex) holds under 8000 bytes. */
+const MAX_NOTIFIED_KEY_BYTES = 3900;
+
+/**
+ * The write statements with `pg_notify` folded in: `WITH w AS (<write> RETURNING key) SELECT
+ * pg_notify(...) FROM w`, one notification per row written, committed with the write. Their
+ * row count is the write's. Parameters: the write's, then the channel and (for writes) the kind.
+ */
+function notifyingStatements(table: string) {
+  const base = statements(table);
+  const payload = (kind: string): string =>
+    `CASE WHEN octet_length(w.key) <= ${MAX_NOTIFIED_KEY_BYTES} THEN ${kind} || ':' || encode(w.key, 'hex')
+      ELSE ${kind} || '#' || encode(sha256(w.key), 'hex') END`;
+  const notify = (write: string, channel: number, kind: string): string =>
+    `WITH w AS (${write} RETURNING key) SELECT pg_notify($${channel}::text, ${payload(kind)}) FROM w`;
+  // Range statements take the channel first, so their own placeholders shift by one.
+  const shift = (text: string): string => text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + 1}`);
+  return {
+    upsert: notify(base.upsert, 6, '$7::text'),
+    insertIfAbsent: notify(base.insertIfAbsent, 6, '$7::text'),
+    updateIfVersion: notify(base.updateIfVersion, 7, '$8::text'),
+    delete: notify(base.delete, 2, "'delete'"),
+    deleteRange: (bounded: boolean): string => notify(shift(base.deleteRange(bounded)), 1, "'delete'"),
+    purgeRange: (bounded: boolean): string => notify(shift(base.purgeRange(bounded)), 1, "'expire'"),
+  };
+}
+
+/**
+ * One LISTEN connection, outside the pool, with the pool's connection settings. Reconnects with
+ * backoff after a loss until stopped; `started` settles with the first LISTEN.
+ */
+class Listener {
+  readonly started: Promise<void>;
+  readonly #pool: Pool;
+  readonly #channel: string;
+  readonly #connectTimeoutMs: number;
+  readonly #onPayload: (payload: string) => void;
+  #client: pg.Client | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  #stopped = false;
+
+  constructor(pool: Pool, channel: string, connectTimeoutMs: number, onPayload: (payload: string) => void) {
+    this.#pool = pool;
+    this.#channel = channel;
+    this.#connectTimeoutMs = connectTimeoutMs;
+    this.#onPayload = onPayload;
+    this.started = this.#listen();
+    this.started.catch(() => undefined);
+  }
+
+  async #listen(): Promise<void> {
+    const options = (this.#pool as Pool & { options?: pg.ClientConfig }).options ?? {};
+    const client = new pg.Client({ ...options, connectionTimeoutMillis: this.#connectTimeoutMs });
+    this.#client = client;
+    client.on('error', () => this.#lost(client));
+    client.on('end', () => this.#lost(client));
+    client.on('notification', (message) => {
+      if (message.channel === this.#channel && typeof message.payload === 'string') this.#onPayload(message.payload);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN "${this.#channel}"`);
+      this.#failures = 0;
+    } catch (error) {
+      this.#lost(client);
+      throw error;
+    }
+    if (this.#stopped) await client.end().catch(() => undefined);
+  }
+
+  /** The connection failed or ended: unless stopped, listen again on a new one, after a pause. */
+  #lost(client: pg.Client): void {
+    if (this.#client !== client) return;
+    this.#client = undefined;
+    client.end().catch(() => undefined);
+    if (this.#stopped) return;
+    const delay = Math.min(100 * 2 ** this.#failures++, 5000);
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      if (!this.#stopped) this.#listen().catch(() => undefined);
+    }, delay);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+}
+
+/** One atomic statement each: take a free or timed-out lease; release it only as its holder. */
+function leaseStatements(leases: string) {
+  return {
+    acquireLease: `INSERT INTO ${leases} AS lease (key, token, expires_at) VALUES ($1, $2, ${SERVER_NOW_MS} + $3)
+      ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+      WHERE lease.expires_at <= ${SERVER_NOW_MS}`,
+    releaseLease: `DELETE FROM ${leases} WHERE key = $1 AND token = $2`,
   };
 }
 

@@ -13,6 +13,11 @@
  * - a key prefix holds no brace, so a record of this store is exactly a key whose text before the
  *   first `{` is its prefix: stores with other prefixes (`ordo:` and `ordo:x:`) never see each
  *   other's keys.
+ * - a lease (getOrRefresh) on storage key `k` is the plain string `<keyPrefix>lock:{<tag of k>}`
+ *   holding its holder's token, taken by `SET ... NX PX ttl` and released by a compare-and-delete
+ *   script. Same tag, so same cluster slot as the record; its text before `{` is not the key
+ *   prefix, so no listing of this store ever returns it. (A second store whose key prefix is this
+ *   one's plus `lock:` would see it: don't choose such prefixes.)
  *
  * Record layout. One Redis string per record (rather than a hash: one GET reads it whole, and one
  * SET writes value and expiry together, `PXAT` setting the expiry and a plain SET clearing an old
@@ -37,6 +42,10 @@
  * `commandTimeoutMs` for each reply, then rejects with a {@link StoreUnavailableError}. A command
  * that timed out may still have been applied by the server (as with any timeout); a write is
  * one SET or one script, so the record is always either the old one or the new one, whole.
+ *
+ * Change notifications. Every write is a script that also `PUBLISH`es `<kind>:<storage key>` on
+ * the channel `<keyPrefix>changes` (set, compare-and-set, delete, delete by prefix, purge), so a
+ * watcher hears of a change in the write's own round trip; see `subscribe`.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -73,6 +82,7 @@ import type {
   ListOptions,
   RecordPage,
   SessionStore,
+  StoreChange,
   StoredRecord,
   WriteOptions,
 } from './store.ts';
@@ -220,7 +230,8 @@ const BUFFERS = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
 
 /**
  * KEYS[1] record. ARGV: '1' when a record must exist with version ARGV[2] ('0': none must exist),
- * the expected version, the new record, its PXAT time ('' for no expiry).
+ * the expected version, the new record, its PXAT time ('' for no expiry), the change channel and
+ * the change message (published on success, in the same script: no extra round trip).
  */
 const COMPARE_AND_SET = `
 local current = redis.call('GET', KEYS[1])
@@ -237,15 +248,47 @@ if ARGV[4] == '' then
 else
   redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
 end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `;
 
-/** KEYS[1] record. ARGV[1] now, a big-endian f64. Deletes the record if its expiresAt <= now. */
+/** KEYS[1] record. ARGV: the record, its PXAT time ('' for none), the change channel and message. */
+const SET_AND_PUBLISH = `
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`;
+
+/**
+ * KEYS records to delete (one on a cluster). ARGV[1] the change channel, ARGV[1 + i] the change
+ * message of KEYS[i], published only when that key existed. Returns how many were deleted.
+ */
+const DELETE_AND_PUBLISH = `
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('UNLINK', key) == 1 then
+    deleted = deleted + 1
+    redis.call('PUBLISH', ARGV[1], ARGV[i + 1])
+  end
+end
+return deleted
+`;
+
+/**
+ * KEYS[1] record. ARGV[1] now, a big-endian f64; ARGV[2], ARGV[3] the change channel and message.
+ * Deletes the record if its expiresAt <= now, and then publishes the change.
+ */
 const PURGE_IF_EXPIRED = `
 local head = redis.call('GETRANGE', KEYS[1], 0, 9)
 if #head < 10 or string.byte(head, 1) ~= ${FORMAT} or string.byte(head, 2) ~= 1 then return 0 end
 if struct.unpack('>d', string.sub(head, 3, 10)) <= struct.unpack('>d', ARGV[1]) then
-  return redis.call('UNLINK', KEYS[1])
+  local deleted = redis.call('UNLINK', KEYS[1])
+  if deleted == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  return deleted
 end
 return 0
 `;
@@ -259,7 +302,19 @@ function script(source: string): Script {
   return { source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
-const SCRIPTS = { compareAndSet: script(COMPARE_AND_SET), purgeIfExpired: script(PURGE_IF_EXPIRED) };
+/** KEYS[1] lease. ARGV[1] token. Deletes the lease only if that token holds it. */
+const RELEASE_LEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+const SCRIPTS = {
+  compareAndSet: script(COMPARE_AND_SET),
+  purgeIfExpired: script(PURGE_IF_EXPIRED),
+  releaseLease: script(RELEASE_LEASE),
+  setAndPublish: script(SET_AND_PUBLISH),
+  deleteAndPublish: script(DELETE_AND_PUBLISH),
+};
 
 /** Where a SCAN over every master stands: the master (by address) and its SCAN cursor. */
 interface ScanPosition {
@@ -344,6 +399,23 @@ export class RedisStore implements SessionStore {
   #connecting: Promise<boolean> | undefined;
   #readyWaiter: { promise: Promise<void>; release: () => void } | undefined;
   #closing: Promise<void> | undefined;
+  /** The change channel of this key prefix: `<keyPrefix>changes`. */
+  readonly #channel: string;
+  /** Change subscribers, served by one dedicated subscriber connection while there are any. */
+  readonly #subscribers = new Set<{ readonly prefix: string; readonly listener: (change: StoreChange) => void }>();
+  #subscriber: Promise<SubscriberLike> | undefined;
+  readonly #onMessage = (message: string): void => {
+    const change = parseChangeMessage(message);
+    if (change === undefined) return;
+    for (const { prefix, listener } of this.#subscribers) {
+      if (!change.key.startsWith(prefix)) continue;
+      try {
+        listener(change);
+      } catch {
+        // The manager reports listener errors; one subscriber's failure never reaches another.
+      }
+    }
+  };
 
   /** @throws InvalidOptionsError on a missing or malformed URL, cluster or client, a bad key prefix, or a bad number. */
   constructor(options: RedisStoreOptions) {
@@ -385,6 +457,7 @@ export class RedisStore implements SessionStore {
     }
     this.#cluster = isCluster(this.#client);
     this.#keyPrefix = keyPrefixOf(this.#client, this.#cluster, options.keyPrefix);
+    this.#channel = `${this.#keyPrefix}changes`;
     this.#client.on('error', this.#onError);
   }
 
@@ -402,11 +475,11 @@ export class RedisStore implements SessionStore {
     const redisKey = this.#redisKey(key);
     const version = newVersion();
     const record = encodeRecord(version, value, options);
-    const args: RedisArgument[] = ['SET', redisKey, record];
-    if (options.expiresAt !== null) args.push('PXAT', pxat(options.expiresAt));
+    const args: RedisArgument[] = [record, options.expiresAt === null ? '' : pxat(options.expiresAt), this.#channel, changeMessage(options.change ?? 'set', key)];
     return this.#call('set', async () => {
-      const reply = await this.#send(redisKey, args);
-      if (!isOk(reply)) throw new StoreError('Redis did not acknowledge the write');
+      // SET and PUBLISH in one script: watchers hear of the write in the same round trip.
+      const reply = await this.#eval(SCRIPTS.setAndPublish, redisKey, args);
+      if (reply !== 1) throw new StoreError('Redis did not acknowledge the write');
       return { version };
     });
   }
@@ -428,6 +501,8 @@ export class RedisStore implements SessionStore {
         expected,
         record,
         options.expiresAt === null ? '' : pxat(options.expiresAt),
+        this.#channel,
+        changeMessage(options.change ?? 'set', key),
       ]);
       return reply === 1 ? { ok: true, version } : { ok: false };
     });
@@ -435,7 +510,8 @@ export class RedisStore implements SessionStore {
 
   async delete(key: string): Promise<boolean> {
     const redisKey = this.#redisKey(key);
-    return this.#call('delete', async () => (await this.#send(redisKey, ['UNLINK', redisKey])) === 1);
+    const args = [this.#channel, changeMessage('delete', key)];
+    return this.#call('delete', async () => (await this.#eval(SCRIPTS.deleteAndPublish, redisKey, args)) === 1);
   }
 
   async list(prefix: string, options: ListOptions): Promise<RecordPage> {
@@ -475,9 +551,12 @@ export class RedisStore implements SessionStore {
     const pattern = this.#pattern(prefix);
     return this.#call('deleteByPrefix', () =>
       this.#forEachBatch(pattern, prefix, async (keys) => {
-        if (!this.#cluster) return Number(await this.#send(undefined, ['UNLINK', ...keys]));
-        // A cluster refuses a multi-key command across slots: one UNLINK per key, pipelined.
-        const counts = await Promise.all(keys.map((key) => this.#send(key, ['UNLINK', key])));
+        const message = (raw: Buffer): string => changeMessage('delete', this.#storageKeyOf(raw) ?? '');
+        if (!this.#cluster) {
+          return Number(await this.#evalKeys(SCRIPTS.deleteAndPublish, keys, [this.#channel, ...keys.map(message)]));
+        }
+        // A cluster refuses a multi-key script across slots: one script per key, pipelined.
+        const counts = await Promise.all(keys.map((key) => this.#eval(SCRIPTS.deleteAndPublish, key, [this.#channel, message(key)])));
         return counts.reduce<number>((sum, n) => sum + Number(n), 0);
       }),
     );
@@ -490,10 +569,23 @@ export class RedisStore implements SessionStore {
     at.writeDoubleBE(now);
     return this.#call('purgeExpired', () =>
       this.#forEachBatch(pattern, prefix, async (keys) => {
-        const counts = await Promise.all(keys.map((key) => this.#eval(SCRIPTS.purgeIfExpired, key, [at])));
+        const counts = await Promise.all(
+          keys.map((key) => this.#eval(SCRIPTS.purgeIfExpired, key, [at, this.#channel, changeMessage('expire', this.#storageKeyOf(key) ?? '')])),
+        );
         return counts.reduce<number>((sum, n) => sum + Number(n), 0);
       }),
     );
+  }
+
+  async acquireLease(key: string, token: string, ttlMs: number): Promise<boolean> {
+    const lockKey = this.#lockKey(key);
+    const ttl = String(Math.max(1, Math.ceil(ttlMs)));
+    return this.#call('acquireLease', async () => isOk(await this.#send(lockKey, ['SET', lockKey, token, 'NX', 'PX', ttl])));
+  }
+
+  async releaseLease(key: string, token: string): Promise<boolean> {
+    const lockKey = this.#lockKey(key);
+    return this.#call('releaseLease', async () => (await this.#eval(SCRIPTS.releaseLease, lockKey, [token])) === 1);
   }
 
   /** Closes the client the store created (never one it was given). Idempotent; later calls reject with SessionClosedError. */
@@ -506,7 +598,69 @@ export class RedisStore implements SessionStore {
     return `RedisStore(${this.#keyPrefix}${this.#cluster ? ', cluster' : ''})`;
   }
 
+  /**
+   * Listens on `<keyPrefix>changes` with a dedicated connection (a `duplicate()` of the client,
+   * since a connection in subscriber mode can send nothing else), opened with the first
+   * subscriber and closed after the last. Plain PUBLISH, also on a cluster: a script may publish
+   * to any channel (SPUBLISH would have to share the record's slot), and the cluster bus carries
+   * it to a subscriber on any node (so on a cluster each key's changes arrive in order, but changes
+   * of keys on different masters may interleave in any order). node-redis resubscribes after a reconnect; changes published
+   * while the connection was down are lost (pub/sub keeps nothing). Records Redis expires by
+   * itself (`PXAT`) publish nothing: only `purgeExpired` reports `'expire'`.
+   */
+  async subscribe(prefix: string, listener: (change: StoreChange) => void): Promise<() => Promise<void>> {
+    wellFormed(prefix, 'A prefix');
+    const entry = { prefix, listener };
+    return this.#call('subscribe', async () => {
+      this.#subscribers.add(entry);
+      try {
+        await this.#startSubscriber();
+      } catch (error) {
+        await this.#unsubscribe(entry);
+        throw error;
+      }
+      return () => this.#unsubscribe(entry);
+    });
+  }
+
+  async #unsubscribe(entry: { readonly prefix: string; readonly listener: (change: StoreChange) => void }): Promise<void> {
+    if (!this.#subscribers.delete(entry) || this.#subscribers.size > 0) return;
+    await this.#stopSubscriber();
+  }
+
+  #startSubscriber(): Promise<SubscriberLike> {
+    this.#subscriber ??= (async () => {
+      const duplicate = (this.#client as { duplicate?: () => unknown }).duplicate;
+      if (typeof duplicate !== 'function') throw new StoreError('this Redis client has no duplicate(), which watching needs');
+      const subscriber = duplicate.call(this.#client) as SubscriberLike;
+      subscriber.on('error', () => undefined); // it reconnects by itself; errors must not crash the process
+      try {
+        await bounded(subscriber.connect(), this.#connectTimeoutMs);
+        await bounded(subscriber.subscribe(this.#channel, this.#onMessage), this.#commandTimeoutMs);
+      } catch (error) {
+        subscriber.destroy();
+        throw error;
+      }
+      return subscriber;
+    })();
+    const started = this.#subscriber;
+    started.catch(() => {
+      if (this.#subscriber === started) this.#subscriber = undefined;
+    });
+    return started;
+  }
+
+  async #stopSubscriber(): Promise<void> {
+    const pending = this.#subscriber;
+    this.#subscriber = undefined;
+    const subscriber = await pending?.catch(() => undefined);
+    if (subscriber === undefined) return;
+    await bounded(subscriber.close(), this.#commandTimeoutMs).catch(() => subscriber.destroy());
+  }
+
   async #shutdown(): Promise<void> {
+    this.#subscribers.clear();
+    await this.#stopSubscriber();
     this.#readyWaiter?.release();
     if (!this.#ownsClient) {
       this.#client.off('error', this.#onError);
@@ -593,6 +747,17 @@ export class RedisStore implements SessionStore {
     return bounded(sent, this.#commandTimeoutMs);
   }
 
+  /** A script over several keys, on a plain client (a cluster would refuse keys of several slots). */
+  async #evalKeys(script: Script, keys: Buffer[], args: RedisArgument[]): Promise<unknown> {
+    const count = String(keys.length);
+    try {
+      return await this.#send(undefined, ['EVALSHA', script.sha, count, ...keys, ...args]);
+    } catch (error) {
+      if (!(error instanceof ErrorReply && error.message.startsWith('NOSCRIPT'))) throw error;
+      return this.#send(undefined, ['EVAL', script.source, count, ...keys, ...args]);
+    }
+  }
+
   async #eval(script: Script, key: Buffer, args: RedisArgument[]): Promise<unknown> {
     try {
       return await this.#send(key, ['EVALSHA', script.sha, '1', key, ...args]);
@@ -668,6 +833,12 @@ export class RedisStore implements SessionStore {
     return Buffer.from(`${this.#keyPrefix}{${key === '' ? EMPTY_KEY_TAG : escapeTag(key)}}`, 'utf8');
   }
 
+  /** `<keyPrefix>lock:{<tag>}`: the lease of a storage key, in its record's hash slot. */
+  #lockKey(key: string): Buffer {
+    wellFormed(key, 'A storage key');
+    return Buffer.from(`${this.#keyPrefix}lock:{${key === '' ? EMPTY_KEY_TAG : escapeTag(key)}}`, 'utf8');
+  }
+
   /** The SCAN MATCH pattern of every record whose storage key starts with `prefix`. */
   #pattern(prefix: string): Buffer {
     wellFormed(prefix, 'A prefix');
@@ -691,6 +862,30 @@ export class RedisStore implements SessionStore {
     if (isUnavailable(error)) return new StoreUnavailableError(`Redis ${operation} failed: the server is unavailable`, { cause: error });
     return new StoreError(`Redis ${operation} failed${replyCode(error)}`, { cause: error });
   }
+}
+
+/** What the store uses of its subscriber connection (a `duplicate()` of a client or cluster client). */
+interface SubscriberLike {
+  connect(): Promise<unknown>;
+  subscribe(channel: string, listener: (message: string) => void): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  on(event: 'error', listener: (error: unknown) => void): unknown;
+}
+
+const CHANGE_KINDS: ReadonlySet<string> = new Set(['set', 'delete', 'refresh', 'expire']);
+
+/** A change message: `<kind>:<storage key>`. Only the key and the kind, never any data. */
+function changeMessage(kind: StoreChange['kind'], key: string): string {
+  return `${kind}:${key}`;
+}
+
+function parseChangeMessage(message: unknown): StoreChange | undefined {
+  if (typeof message !== 'string') return undefined;
+  const colon = message.indexOf(':');
+  const kind = message.slice(0, colon);
+  if (colon < 0 || !CHANGE_KINDS.has(kind)) return undefined;
+  return { key: message.slice(colon + 1), kind: kind as StoreChange['kind'] };
 }
 
 /** The cluster client's or client's own `keyPrefix`, then the store's, which must hold no brace. */

@@ -27,5 +27,8 @@ describeWithService('PostgreSQL', postgresAvailable, 'manager on PostgreSQL', ()
     await dropSchema(admin, schema);
     await admin.end();
   });
-  managerSuite('PostgresStore', async () => new PostgresStore({ connectionString: DATABASE_URL, schema, poolSize: 2 }));
+  managerSuite(
+    'PostgresStore',
+    async () => new PostgresStore({ connectionString: DATABASE_URL, schema, poolSize: 4, connectTimeoutMs: 30_000, queryTimeoutMs: 30_000 }),
+  );
 });
