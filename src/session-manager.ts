@@ -435,10 +435,14 @@ export class SessionManager {
    * }, { broker: 'kite', onError: console.error });
    * await unwatch();
    * ```
-   * @throws InvalidOptionsError when the store cannot watch; InvalidSessionKeyError for a bad broker id.
+   * @throws InvalidOptionsError when the store cannot watch, or the namespace uses private key
+   *   names (an event would have to name what the store hides); InvalidSessionKeyError for a bad broker id.
    */
   async watch(listener: SessionChangeListener, options?: WatchOptions): Promise<Unwatch> {
     this.#assertOpen();
+    if (this.#names !== undefined) {
+      throw new InvalidOptionsError('watch is not available with privateKeys: its events would have to name the sessions the store hides');
+    }
     return this.#watchers.watch(this.#store, this.#namespace, listener, options);
   }
 
