@@ -100,19 +100,25 @@ export function associatedData(formatVersion: number, keyId: string, identity: R
  * ```
  */
 export function seal(keyring: Keyring, plaintext: Uint8Array, identity: RecordIdentity): Buffer {
+  return sealParts(keyring, FORMAT_VERSION, [plaintext], identity);
+}
+
+/** Seals the concatenation of `parts` as format `version` under the keyring's primary key. */
+function sealParts(keyring: Keyring, version: number, parts: readonly Uint8Array[], identity: RecordIdentity): Buffer {
   const keyId = keyring.primaryKeyId;
   const key = subkeyOf(keyring, keyId, 'envelope');
   if (key === undefined) throw new UnknownKeyIdError(keyId);
   const header = 2 + keyId.length;
-  const envelope = Buffer.allocUnsafe(header + NONCE_BYTES + plaintext.length + TAG_BYTES);
-  envelope[0] = FORMAT_VERSION;
+  const bodyLength = parts.reduce((total, part) => total + part.length, 0);
+  const envelope = Buffer.allocUnsafe(header + NONCE_BYTES + bodyLength + TAG_BYTES);
+  envelope[0] = version;
   envelope[1] = keyId.length;
   envelope.write(keyId, 2, 'latin1');
   writeNonce(envelope, header);
   const cipher = createCipheriv(CIPHER, key, envelope.subarray(header, header + NONCE_BYTES), { authTagLength: TAG_BYTES });
-  cipher.setAAD(associatedData(FORMAT_VERSION, keyId, identity));
+  cipher.setAAD(associatedData(version, keyId, identity));
   let offset = header + NONCE_BYTES;
-  offset += cipher.update(plaintext).copy(envelope, offset);
+  for (const part of parts) offset += cipher.update(part).copy(envelope, offset);
   offset += cipher.final().copy(envelope, offset);
   cipher.getAuthTag().copy(envelope, offset);
   return envelope;
@@ -138,8 +144,13 @@ export function envelopeKeyId(envelope: Uint8Array): string | undefined {
  * @throws UnknownKeyIdError when the key id in the header is not in the keyring.
  */
 export function open(keyring: Keyring, envelope: Uint8Array, identity: RecordIdentity): Buffer {
+  return openVersion(keyring, envelope, identity, FORMAT_VERSION);
+}
+
+/** Opens an envelope of format `version`, returning its whole authenticated body. */
+function openVersion(keyring: Keyring, envelope: Uint8Array, identity: RecordIdentity, version: number): Buffer {
   const keyId = envelopeKeyId(envelope);
-  if (keyId === undefined || envelope[0] !== FORMAT_VERSION) throw new SessionIntegrityError();
+  if (keyId === undefined || envelope[0] !== version) throw new SessionIntegrityError();
   const key = subkeyOf(keyring, keyId, 'envelope');
   if (key === undefined) throw new UnknownKeyIdError(keyId);
   const bytes = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength);
@@ -149,7 +160,7 @@ export function open(keyring: Keyring, envelope: Uint8Array, identity: RecordIde
   try {
     const decipher = createDecipheriv(CIPHER, key, bytes.subarray(header, header + NONCE_BYTES), { authTagLength: TAG_BYTES });
     decipher.setAuthTag(bytes.subarray(tagStart));
-    decipher.setAAD(associatedData(FORMAT_VERSION, keyId, identity));
+    decipher.setAAD(associatedData(version, keyId, identity));
     body = decipher.update(bytes.subarray(header + NONCE_BYTES, tagStart));
     const tail = decipher.final(); // throws here, after update, when the tag does not verify
     return tail.length === 0 ? body : Buffer.concat([body, tail]);
@@ -188,27 +199,9 @@ export function envelopeVersion(envelope: Uint8Array): number | undefined {
 export function sealNamed(keyring: Keyring, name: string, plaintext: Uint8Array, identity: RecordIdentity): Buffer {
   const nameBytes = Buffer.from(name, 'utf8');
   if (nameBytes.length > MAX_NAME_BYTES) throw new SessionIntegrityError();
-  const keyId = keyring.primaryKeyId;
-  const key = subkeyOf(keyring, keyId, 'envelope');
-  if (key === undefined) throw new UnknownKeyIdError(keyId);
-  const header = 2 + keyId.length;
-  const bodyLength = 2 + nameBytes.length + plaintext.length;
-  const envelope = Buffer.allocUnsafe(header + NONCE_BYTES + bodyLength + TAG_BYTES);
-  envelope[0] = NAMED_FORMAT_VERSION;
-  envelope[1] = keyId.length;
-  envelope.write(keyId, 2, 'latin1');
-  writeNonce(envelope, header);
-  const cipher = createCipheriv(CIPHER, key, envelope.subarray(header, header + NONCE_BYTES), { authTagLength: TAG_BYTES });
-  cipher.setAAD(associatedData(NAMED_FORMAT_VERSION, keyId, identity));
   const prefix = Buffer.allocUnsafe(2);
   prefix.writeUInt16BE(nameBytes.length, 0);
-  let offset = header + NONCE_BYTES;
-  offset += cipher.update(prefix).copy(envelope, offset);
-  offset += cipher.update(nameBytes).copy(envelope, offset);
-  offset += cipher.update(plaintext).copy(envelope, offset);
-  offset += cipher.final().copy(envelope, offset);
-  cipher.getAuthTag().copy(envelope, offset);
-  return envelope;
+  return sealParts(keyring, NAMED_FORMAT_VERSION, [prefix, nameBytes, plaintext], identity);
 }
 
 /**
@@ -222,25 +215,7 @@ export function sealNamed(keyring: Keyring, name: string, plaintext: Uint8Array,
  * @throws UnknownKeyIdError when the key id in the header is not in the keyring.
  */
 export function openNamed(keyring: Keyring, envelope: Uint8Array, identity: RecordIdentity): { name: string; plaintext: Buffer } {
-  const keyId = envelopeKeyId(envelope);
-  if (keyId === undefined || envelope[0] !== NAMED_FORMAT_VERSION) throw new SessionIntegrityError();
-  const key = subkeyOf(keyring, keyId, 'envelope');
-  if (key === undefined) throw new UnknownKeyIdError(keyId);
-  const bytes = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength);
-  const header = 2 + keyId.length;
-  const tagStart = bytes.length - TAG_BYTES;
-  let body: Buffer | undefined;
-  try {
-    const decipher = createDecipheriv(CIPHER, key, bytes.subarray(header, header + NONCE_BYTES), { authTagLength: TAG_BYTES });
-    decipher.setAuthTag(bytes.subarray(tagStart));
-    decipher.setAAD(associatedData(NAMED_FORMAT_VERSION, keyId, identity));
-    body = decipher.update(bytes.subarray(header + NONCE_BYTES, tagStart));
-    const tail = decipher.final();
-    if (tail.length > 0) body = Buffer.concat([body, tail]);
-  } catch {
-    body?.fill(0);
-    throw new SessionIntegrityError();
-  }
+  const body = openVersion(keyring, envelope, identity, NAMED_FORMAT_VERSION);
   const nameLength = body.length >= 2 ? body.readUInt16BE(0) : -1;
   if (nameLength < 0 || body.length < 2 + nameLength) {
     body.fill(0);
