@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { createClient, RESP_TYPES } from 'redis';
+import { unclosable } from './shared-store.ts';
 import { MemoryStore, PostgresStore, RedisStore, SqliteStore, type SessionStore } from '../../src/index.ts';
 import { adminPool, dropSchema, randomSchema } from './postgres.ts';
 import { DATABASE_URL, REDIS_URL, postgresAvailable, redisAvailable } from './services.ts';
@@ -34,17 +35,7 @@ export interface BackendKind {
 function memory(): Backing {
   const backing = new MemoryStore();
   return {
-    open: () => ({
-      kind: backing.kind,
-      get: (k) => backing.get(k),
-      set: (k, v, o) => backing.set(k, v, o),
-      compareAndSet: (k, e, v, o) => backing.compareAndSet(k, e, v, o),
-      delete: (k) => backing.delete(k),
-      list: (p, o) => backing.list(p, o),
-      deleteByPrefix: (p) => backing.deleteByPrefix(p),
-      purgeExpired: (p, n) => backing.purgeExpired(p, n),
-      close: async () => undefined,
-    }),
+    open: () => unclosable(backing),
     dump: async () => {
       const out: Buffer[] = [];
       let cursor: string | undefined;
