@@ -226,7 +226,7 @@ export class KeyInUseError extends KeyringMismatchError {
  */
 export class RotationAbortedError extends SessionError {
   /** Counts up to the moment it stopped. */
-  readonly result: { readonly scanned: number; readonly rotated: number; readonly skipped: number; readonly unreadable: number };
+  readonly result: { readonly scanned: number; readonly rotated: number; readonly skipped: number; readonly unreadable: number; readonly renamed?: number };
 
   constructor(result: RotationAbortedError['result']) {
     super('ERR_SESSION_ROTATION_ABORTED', `key rotation aborted after ${result.scanned} records; run it again to resume`);

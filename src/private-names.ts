@@ -2,7 +2,7 @@
  * Private storage keys: with `privateKeys: true` a store holds `<namespace>/<B>/<K>` where
  * `B = HMAC(namespace, broker)` (16 bytes) and `K = HMAC(namespace, broker, key)` (32 bytes),
  * base64url, under the `'storage-key-hmac'` HKDF subkey of one long-lived key (the *name key*,
- * recorded in the store's metadata when the store is created). A raw dump shows neither broker
+ * recorded in the store's metadata when the store is created, changed by `rotateKeys({ renameKeys: true })`). A raw dump shows neither broker
  * names nor account ids; listing one broker is still an exact prefix. Records are sealed as
  * envelope format 2 with the session key inside, bound (AAD) to their storage key, so listing
  * and rotation can open a record from its storage key alone.
@@ -21,6 +21,8 @@ export interface NamesMode {
   readonly v: 1;
   readonly mode: 'private';
   readonly nameKeyId: string;
+  /** Set while `rotateKeys({ renameKeys: true })` moves records to storage keys named with this key id. */
+  readonly renamingTo?: string;
 }
 
 const SEGMENT = /^[A-Za-z0-9_-]+$/;
@@ -36,7 +38,9 @@ function lengthPrefixed(hmac: ReturnType<typeof createHmac>, text: string): void
 export function parseNamesMode(bytes: Uint8Array): NamesMode | undefined {
   try {
     const value = JSON.parse(Buffer.from(bytes).toString('utf8')) as Partial<NamesMode>;
-    if (value.v === 1 && value.mode === 'private' && typeof value.nameKeyId === 'string') return value as NamesMode;
+    if (value.v === 1 && value.mode === 'private' && typeof value.nameKeyId === 'string' && (value.renamingTo === undefined || typeof value.renamingTo === 'string')) {
+      return value as NamesMode;
+    }
   } catch {
     // fall through
   }
@@ -47,6 +51,8 @@ export function parseNamesMode(bytes: Uint8Array): NamesMode | undefined {
 export class PrivateNames {
   readonly #key: KeyObject;
   readonly #namespace: string;
+  /** The key id whose subkey names records. */
+  readonly keyId: string;
 
   /** @throws KeyringMismatchError when the keyring lacks the name key. */
   constructor(keyring: Keyring, nameKeyId: string, namespace: string) {
@@ -58,6 +64,7 @@ export class PrivateNames {
     }
     this.#key = key;
     this.#namespace = namespace;
+    this.keyId = nameKeyId;
   }
 
   /** The prefix of every storage key of one broker (and of no other). */

@@ -21,6 +21,12 @@ export interface RotateKeysOptions {
   readonly onProgress?: (progress: RotationResult) => void;
   /** Aborting stops after the record in flight; the call rejects with `RotationAbortedError`. */
   readonly signal?: AbortSignal;
+  /**
+   * With `privateKeys: true`: first move every session to storage keys named with the primary
+   * key's HMAC subkey, so the old name key can then be dropped. Resumable. Without
+   * `privateKeys` it is refused with `InvalidOptionsError`.
+   */
+  readonly renameKeys?: boolean;
 }
 
 /** What `rotateKeys` did. */
@@ -33,6 +39,14 @@ export interface RotationResult {
   readonly skipped: number;
   /** Records no key in the keyring could open (unknown key id, tampered): left untouched. */
   readonly unreadable: number;
+  /** With `renameKeys`: sessions moved to their new storage key (absent otherwise). */
+  readonly renamed?: number;
+  /**
+   * With `renameKeys`: whether the rename finished (every session at its new storage key, the
+   * store's `nameKeyId` now the new key, so the old key may be dropped once `keyUsage()` shows it
+   * unused). `false` when some record could not be opened or kept changing: run it again.
+   */
+  readonly renameComplete?: boolean;
 }
 
 /** Encryptions so far with one key, against the AES-GCM random-nonce budget of 2^32. */

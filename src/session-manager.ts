@@ -6,7 +6,7 @@ import { inspect } from 'node:util';
 import { envelopeKeyId, envelopeVersion, open as openEnvelope, openNamed, seal, sealNamed, type RecordIdentity } from './crypto/envelope.ts';
 import { isKeySource, resolveKeySource, type KeySource, type ProviderMetadata } from './crypto/key-provider.ts';
 import type { Keyring } from './crypto/keyring.ts';
-import { NAMES_METADATA_NAME, parseNamesMode, PrivateNames } from './private-names.ts';
+import { NAMES_METADATA_NAME, parseNamesMode, PrivateNames, type NamesMode } from './private-names.ts';
 import {
   countKeyUsage,
   EncryptionCounter,
@@ -23,6 +23,7 @@ import {
   InvalidOptionsError,
   KeyInUseError,
   KeyringMismatchError,
+  RotationAbortedError,
   SessionClosedError,
   SessionIntegrityError,
 } from './errors.ts';
@@ -175,6 +176,8 @@ export class SessionManager {
   #closed = false;
   /** Set when the store's storage keys are private (HMACs). */
   #names: PrivateNames | undefined;
+  /** While a rename is in progress: the old naming, whose storage keys may still hold sessions. */
+  #legacyNames: PrivateNames | undefined;
   #rotateOnRead = false;
   #counter!: EncryptionCounter;
 
@@ -251,6 +254,8 @@ export class SessionManager {
     await callStore(this.#store, 'write', () =>
       this.#store.set(location, sealed, { expiresAt: identity.expiresAt, updatedAt: now }),
     );
+    const legacy = this.#legacyLocation(identity.broker, identity.key);
+    if (legacy !== undefined) await callStore(this.#store, 'write', () => this.#store.delete(legacy));
   }
 
   /**
@@ -265,12 +270,18 @@ export class SessionManager {
    */
   async getSession<T = JsonValue>(broker: string, key: string): Promise<T | undefined> {
     this.#assertOpen();
-    const { identity, location } = this.#locate(broker, key, null);
-    const record = await callStore(this.#store, 'read', () => this.#store.get(location));
+    const { identity, location: current } = this.#locate(broker, key, null);
+    let location = current;
+    let record = await callStore(this.#store, 'read', () => this.#store.get(location));
+    const legacy = this.#legacyLocation(identity.broker, identity.key);
+    if (record === undefined && legacy !== undefined) {
+      location = legacy; // a rename is in progress and has not moved this one yet
+      record = await callStore(this.#store, 'read', () => this.#store.get(location));
+    }
     if (record === undefined || this.#isExpired(record)) return undefined;
-    const plaintext = this.#openSession({ ...identity, expiresAt: record.expiresAt }, record.value);
+    const plaintext = this.#openAt(location, { ...identity, expiresAt: record.expiresAt }, record.value);
     try {
-      if (this.#rotateOnRead && envelopeKeyId(record.value) !== this.#keyring.primaryKeyId) {
+      if (this.#rotateOnRead && location === current && envelopeKeyId(record.value) !== this.#keyring.primaryKeyId) {
         await this.#rewrite(location, record, { ...identity, expiresAt: record.expiresAt }, plaintext);
       }
       return deserializeSessionData(plaintext) as T;
@@ -314,6 +325,12 @@ export class SessionManager {
   async getOrRefresh<T = JsonValue>(broker: string, key: string, refresher: Refresher<T>, options?: GetOrRefreshOptions): Promise<T> {
     this.#assertOpen();
     const { identity, location } = this.#locate(broker, key, null);
+    // Mid-rename, move this one session first, so the refresh works at one location.
+    const legacy = this.#legacyLocation(identity.broker, identity.key);
+    if (legacy !== undefined) {
+      const old = await callStore(this.#store, 'read', () => this.#store.get(legacy));
+      if (old !== undefined) await this.#moveRecord(legacy, old);
+    }
     const target = {
       store: this.#store,
       location,
@@ -335,8 +352,11 @@ export class SessionManager {
    */
   async deleteSession(broker: string, key: string): Promise<boolean> {
     this.#assertOpen();
-    const { location } = this.#locate(broker, key, null);
-    return callStore(this.#store, 'delete', () => this.#store.delete(location));
+    const { identity, location } = this.#locate(broker, key, null);
+    const deleted = await callStore(this.#store, 'delete', () => this.#store.delete(location));
+    const legacy = this.#legacyLocation(identity.broker, identity.key);
+    if (legacy === undefined) return deleted;
+    return (await callStore(this.#store, 'delete', () => this.#store.delete(legacy))) || deleted;
   }
 
   /**
@@ -352,8 +372,10 @@ export class SessionManager {
    */
   listSessions(broker: string): AsyncIterable<SessionInfo> {
     this.#assertOpen();
-    const prefix = this.#brokerPrefix(validateBrokerId(broker));
-    return withoutBroker(this.#list(prefix));
+    const id = validateBrokerId(broker);
+    const prefix = this.#brokerPrefix(id);
+    const legacy = this.#legacyNames?.brokerPrefix(id);
+    return withoutBroker(legacy === undefined ? this.#list(prefix) : this.#listAll([prefix, legacy]));
   }
 
   /**
@@ -380,8 +402,12 @@ export class SessionManager {
    */
   async clearBroker(broker: string): Promise<number> {
     this.#assertOpen();
-    const prefix = this.#brokerPrefix(validateBrokerId(broker));
-    return callStore(this.#store, 'clear', () => this.#store.deleteByPrefix(prefix));
+    const id = validateBrokerId(broker);
+    const prefix = this.#brokerPrefix(id);
+    const cleared = await callStore(this.#store, 'clear', () => this.#store.deleteByPrefix(prefix));
+    const legacy = this.#legacyNames?.brokerPrefix(id);
+    if (legacy === undefined) return cleared;
+    return cleared + (await callStore(this.#store, 'clear', () => this.#store.deleteByPrefix(legacy)));
   }
 
   /**
@@ -460,26 +486,39 @@ export class SessionManager {
    * const result = await sessions.rotateKeys({ onProgress: ({ scanned }) => bar.update(scanned, { total }) });
    * // { scanned: 1200, rotated: 1150, skipped: 50, unreadable: 0 }
    * ```
+   *
+   * With `renameKeys: true` (private key names only, else InvalidOptionsError) it first moves
+   * every session to storage keys named with the primary's HMAC subkey (see `#moveRecord` for
+   * the conflict rule), then rotates, then records the primary as the name key; the old key can
+   * then be dropped. Mid-rename, every manager reads both locations. README "Private key names".
    * @throws RotationAbortedError when `signal` aborts (every record stays readable); StoreError.
    */
   async rotateKeys(options: RotateKeysOptions = {}): Promise<RotationResult> {
     this.#assertOpen();
+    if (options.renameKeys !== undefined && typeof options.renameKeys !== 'boolean') throw new InvalidOptionsError('renameKeys must be a boolean');
+    if (options.renameKeys === true && this.#names === undefined) {
+      throw new InvalidOptionsError('renameKeys needs a store opened with privateKeys: true (plain storage keys are not named with a key)');
+    }
     const keyring = this.#keyring;
     const codec: RecordCodec = {
       current: (_key, record) => envelopeKeyId(record.value) === keyring.primaryKeyId,
       reseal: (key, record) => {
         const identity = this.#identityOfStored(key, record);
         if (identity === undefined) throw new SessionIntegrityError();
-        const plaintext = this.#openSession(identity, record.value);
+        const plaintext = this.#openAt(key, identity, record.value);
         try {
-          return this.#sealSession(identity, plaintext, false);
+          return this.#sealAt(key, identity, plaintext, false);
         } finally {
           plaintext.fill(0);
         }
       },
     };
     try {
-      return await rotateRecords(this.#store, this.#namespace, keyring, codec, this.#clock, options, (id) => this.#counter.note(id));
+      const renamed = options.renameKeys === true ? await this.#renameAll(options) : undefined;
+      const result = await rotateRecords(this.#store, this.#namespace, keyring, codec, this.#clock, options, (id) => this.#counter.note(id));
+      if (renamed === undefined) return result;
+      if (renamed.complete) await this.#finishRename();
+      return { ...result, renamed: renamed.moved, renameComplete: renamed.complete };
     } finally {
       await this.#counter.flush().catch(() => undefined);
     }
@@ -586,7 +625,14 @@ export class SessionManager {
     }
   }
 
-  /** The live sessions under a storage-key prefix, with their broker, streamed page by page. */
+  async *#listAll(prefixes: readonly string[]): AsyncGenerator<BrokerSessionInfo> {
+    for (const prefix of prefixes) yield* this.#list(prefix);
+  }
+
+  /**
+   * The live sessions under a storage-key prefix, with their broker, streamed page by page.
+   * Mid-rename, a session still at its old storage key is left out when its new one exists.
+   */
   async *#list(prefix: string): AsyncGenerator<BrokerSessionInfo> {
     for await (const records of pages(this.#store, prefix, LIST_PAGE_SIZE)) {
       this.#assertOpen();
@@ -594,6 +640,14 @@ export class SessionManager {
         if (this.#isExpired(record)) continue;
         const parsed = this.#nameOf(record);
         if (parsed === undefined) continue;
+        if (this.#legacyNames !== undefined && this.#names !== undefined) {
+          const current = this.#names.storageKey(parsed.broker, parsed.key);
+          if (record.key !== current) {
+            if (record.key !== this.#legacyNames.storageKey(parsed.broker, parsed.key)) continue;
+            const moved = await callStore(this.#store, 'list', () => this.#store.get(current));
+            if (moved !== undefined) continue; // listed (or to be listed) at its new storage key
+          }
+        }
         const info = { ...parsed, updatedAt: new Date(record.updatedAt), keyId: envelopeKeyId(record.value) ?? null };
         yield record.expiresAt === null ? info : { ...info, expiresAt: new Date(record.expiresAt) };
       }
@@ -683,7 +737,7 @@ export class SessionManager {
     try {
       const identity = this.#identityOfStored(found.key, found);
       if (identity === undefined) throw new SessionIntegrityError();
-      this.#openSession(identity, found.value).fill(0);
+      this.#openAt(found.key, identity, found.value).fill(0);
     } catch {
       throw new KeyringMismatchError('this store holds sessions but no configured key can open them');
     }
@@ -722,19 +776,29 @@ export class SessionManager {
    * `broker/key` inside, bound to the storage key's HMAC segments.
    */
   #sealSession(identity: RecordIdentity, plaintext: Uint8Array, count = true): Buffer {
+    return this.#sealAt(this.#storageKeyOf(identity.broker, identity.key), identity, plaintext, count);
+  }
+
+  /** Seals a session to be stored at `location` (which, in private mode, its AAD binds). */
+  #sealAt(location: string, identity: RecordIdentity, plaintext: Uint8Array, count = true): Buffer {
     if (count) this.#counter.note(this.#keyring.primaryKeyId);
     const names = this.#names;
     if (names === undefined) return seal(this.#keyring, plaintext, identity);
-    const bound = names.identityOf(names.storageKey(identity.broker, identity.key), identity.expiresAt);
+    const bound = names.identityOf(location, identity.expiresAt);
     if (bound === undefined) throw new SessionIntegrityError();
     return sealNamed(this.#keyring, `${identity.broker}/${identity.key}`, plaintext, bound);
   }
 
   /** Opens a session sealed for `identity` (with the record's expiry); the caller wipes the result. */
   #openSession(identity: RecordIdentity, value: Uint8Array): Buffer {
+    return this.#openAt(this.#storageKeyOf(identity.broker, identity.key), identity, value);
+  }
+
+  /** Opens a session stored at `location` (its own storage key, or mid-rename its old one). */
+  #openAt(location: string, identity: RecordIdentity, value: Uint8Array): Buffer {
     const names = this.#names;
     if (names === undefined || envelopeVersion(value) !== 2) return openEnvelope(this.#keyring, value, identity);
-    const bound = names.identityOf(names.storageKey(identity.broker, identity.key), identity.expiresAt);
+    const bound = names.identityOf(location, identity.expiresAt);
     if (bound === undefined) throw new SessionIntegrityError();
     const { name, plaintext } = openNamed(this.#keyring, value, bound);
     if (name !== `${identity.broker}/${identity.key}`) {
@@ -800,7 +864,138 @@ export class SessionManager {
     const mode = parseNamesMode(record.value);
     if (mode === undefined) throw new KeyringMismatchError('this store\'s naming mode record is unreadable');
     if (!privateKeys) throw new InvalidOptionsError('this store\'s storage keys are private: open it with privateKeys: true');
-    this.#names = new PrivateNames(this.#keyring, mode.nameKeyId, this.#namespace);
+    this.#useNames(mode);
+  }
+
+  /** Names records as `mode` says: mid-rename, writes go to the new naming and reads fall back to the old. */
+  #useNames(mode: NamesMode): void {
+    if (mode.renamingTo === undefined || mode.renamingTo === mode.nameKeyId) {
+      this.#names = new PrivateNames(this.#keyring, mode.nameKeyId, this.#namespace);
+      this.#legacyNames = undefined;
+    } else {
+      const legacy = new PrivateNames(this.#keyring, mode.nameKeyId, this.#namespace);
+      this.#names = new PrivateNames(this.#keyring, mode.renamingTo, this.#namespace);
+      this.#legacyNames = legacy;
+    }
+  }
+
+  /** Mid-rename, the old storage key of a session; otherwise `undefined`. */
+  #legacyLocation(broker: string, key: string): string | undefined {
+    return this.#legacyNames?.storageKey(broker, key);
+  }
+
+  async #readNamesMode(): Promise<{ mode: NamesMode; version: string }> {
+    const key = metadataKey(this.#namespace, NAMES_METADATA_NAME);
+    const record = await callStore(this.#store, 'rotate', () => this.#store.get(key));
+    const mode = record === undefined ? undefined : parseNamesMode(record.value);
+    if (record === undefined || mode === undefined) throw new KeyringMismatchError('this store\'s naming mode record is missing or unreadable');
+    return { mode, version: record.version };
+  }
+
+  /** Writes the `names` record by compare-and-set, re-reading on a race; returns the mode that holds. */
+  async #updateNamesMode(next: (mode: NamesMode) => NamesMode | undefined): Promise<NamesMode> {
+    const key = metadataKey(this.#namespace, NAMES_METADATA_NAME);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const { mode, version } = await this.#readNamesMode();
+      const wanted = next(mode);
+      if (wanted === undefined) return mode;
+      const bytes = Buffer.from(JSON.stringify(wanted), 'utf8');
+      const written = await callStore(this.#store, 'rotate', () => this.#store.compareAndSet(key, version, bytes, { expiresAt: null, updatedAt: this.#clock() }));
+      if (written.ok) return wanted;
+    }
+    throw new KeyringMismatchError('the naming mode record kept changing: another rename is running');
+  }
+
+  /**
+   * The rename pass of `rotateKeys({ renameKeys: true })`: records `renamingTo` (the primary, or
+   * the target of a rename already in progress), then moves every session found at an old storage
+   * key. Returns how many moved and whether nothing is left behind (then the caller finishes it).
+   */
+  async #renameAll(options: RotateKeysOptions): Promise<{ moved: number; complete: boolean }> {
+    const primary = this.#keyring.primaryKeyId;
+    const mode = await this.#updateNamesMode((m) => {
+      if (m.renamingTo !== undefined || m.nameKeyId === primary) return undefined;
+      return { v: 1, mode: 'private', nameKeyId: m.nameKeyId, renamingTo: primary };
+    });
+    this.#useNames(mode);
+    const legacy = this.#legacyNames;
+    const names = this.#names;
+    const counts = { scanned: 0, rotated: 0, skipped: 0, unreadable: 0, renamed: 0 };
+    if (legacy === undefined || names === undefined) return { moved: 0, complete: true }; // already named with the primary
+    const batchSize = options.batchSize ?? 500;
+    let leftBehind = 0;
+    for await (const records of pages(this.#store, namespacePrefix(this.#namespace), batchSize)) {
+      for (const record of records) {
+        if (options.signal?.aborted) throw new RotationAbortedError({ ...counts });
+        counts.scanned++;
+        const outcome = await this.#moveRecord(record.key, record);
+        if (outcome === 'moved') counts.renamed++;
+        else if (outcome === 'unreadable') {
+          counts.unreadable++;
+          leftBehind++;
+        } else if (outcome === 'changed') leftBehind++;
+        else counts.skipped++;
+      }
+      options.onProgress?.({ ...counts });
+    }
+    return { moved: counts.renamed, complete: leftBehind === 0 };
+  }
+
+  /** Ends a rename: `nameKeyId` becomes the new key, `renamingTo` is cleared. */
+  async #finishRename(): Promise<void> {
+    const mode = await this.#updateNamesMode((m) =>
+      m.renamingTo === undefined ? undefined : { v: 1, mode: 'private', nameKeyId: m.renamingTo },
+    );
+    this.#useNames(mode);
+  }
+
+  /**
+   * Moves one session from its old storage key to its new one (mid-rename). Re-runnable: when the
+   * new key already holds a record (a move cut short between write and delete, or a write through
+   * the new naming), the newer by `updatedAt` wins, the new location on a tie. The old record is
+   * then deleted only if its version is still the one moved (re-read just before the delete: a
+   * write landing in that gap, from a process still on the old naming, is lost; the window is one
+   * round trip). Returns `'current'` for a record already at its new key (or not at any key we
+   * name), `'changed'` when the old record kept changing, `'unreadable'` when it cannot be opened.
+   */
+  async #moveRecord(oldKey: string, first: StoredRecord): Promise<'moved' | 'current' | 'changed' | 'unreadable'> {
+    const names = this.#names;
+    const legacy = this.#legacyNames;
+    if (names === undefined || legacy === undefined) return 'current';
+    let record = first;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const parsed = this.#nameOf({ key: oldKey, ...record });
+      if (parsed === undefined) return 'unreadable';
+      const newKey = names.storageKey(parsed.broker, parsed.key);
+      if (oldKey === newKey || oldKey !== legacy.storageKey(parsed.broker, parsed.key)) return 'current';
+      const identity: RecordIdentity = { kind: 'session', namespace: this.#namespace, broker: parsed.broker, key: parsed.key, expiresAt: record.expiresAt };
+      const plaintext = this.#openAt(oldKey, identity, record.value);
+      let sealed: Buffer;
+      try {
+        sealed = this.#sealAt(newKey, identity, plaintext);
+      } finally {
+        plaintext.fill(0);
+      }
+      const write = { expiresAt: record.expiresAt, updatedAt: record.updatedAt };
+      let placed = (await callStore(this.#store, 'rotate', () => this.#store.compareAndSet(newKey, null, sealed, write))).ok;
+      for (let race = 0; !placed && race < 10; race++) {
+        const existing = await callStore(this.#store, 'rotate', () => this.#store.get(newKey));
+        if (existing === undefined) {
+          placed = (await callStore(this.#store, 'rotate', () => this.#store.compareAndSet(newKey, null, sealed, write))).ok;
+          continue;
+        }
+        if (existing.updatedAt >= record.updatedAt) break; // the new location is as new or newer: keep it
+        placed = (await callStore(this.#store, 'rotate', () => this.#store.compareAndSet(newKey, existing.version, sealed, write))).ok;
+      }
+      const now = await callStore(this.#store, 'rotate', () => this.#store.get(oldKey));
+      if (now === undefined) return 'moved';
+      if (now.version === record.version) {
+        await callStore(this.#store, 'rotate', () => this.#store.delete(oldKey));
+        return 'moved';
+      }
+      record = now; // rewritten meanwhile by a process still on the old naming: move that one
+    }
+    return 'changed';
   }
 
   /** Warns when the primary key nears the AES-GCM random-nonce bound (2^32 messages per key). */
