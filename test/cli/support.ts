@@ -4,7 +4,7 @@
  * imports of better-sqlite3, redis and pg resolve, and `dist/` of other engineers is untouched);
  * `removeBuild()` deletes it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -61,6 +61,26 @@ export function baseEnv(extra: Readonly<Record<string, string | undefined>> = {}
   return env;
 }
 
+/** Gathers a child's output and settles with it when it closes; kills it after `timeoutMs`. */
+function collect(
+  child: ChildProcessWithoutNullStreams,
+  options: RunOptions,
+  started: number,
+  resolvePromise: (result: CliResult) => void,
+  reject: (error: Error) => void,
+): void {
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+  child.on('error', reject);
+  child.on('close', (code, signal) => {
+    clearTimeout(timer);
+    resolvePromise({ code, signal, stdout, stderr, ms: Date.now() - started });
+  });
+}
+
 /** Runs `node <built cli> ...args`; never rejects. */
 export function runCli(args: readonly string[], options: RunOptions = {}): Promise<CliResult> {
   const started = Date.now();
@@ -70,16 +90,7 @@ export function runCli(args: readonly string[], options: RunOptions = {}): Promi
       env: baseEnv(options.env),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolvePromise({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
+    collect(child, options, started, resolvePromise, reject);
     child.stdin.on('error', () => undefined); // the CLI may exit before reading
     child.stdin.end(options.input ?? '');
   });
@@ -98,16 +109,7 @@ export function runCliOnTty(args: readonly string[], options: RunOptions = {}): 
       env: baseEnv(options.env),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolvePromise({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
+    collect(child, options, started, resolvePromise, reject);
     child.stdin.on('error', () => undefined);
     // Typed after a moment, as a person would: the CLI must be reading by then.
     if (options.input !== undefined) setTimeout(() => child.stdin.write(options.input), 1500).unref();
