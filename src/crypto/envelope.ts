@@ -68,6 +68,19 @@ function writeLengthPrefixed(target: Buffer, offset: number, text: string): numb
   return offset + 4 + length;
 }
 
+/** Writes an expiry as i64 BE (-1 for none), without a BigInt for the usual non-negative safe integer. */
+function writeExpiry(target: Buffer, offset: number, expiresAt: number | null): void {
+  if (expiresAt === null) {
+    target.writeInt32BE(-1, offset);
+    target.writeInt32BE(-1, offset + 4);
+  } else if (expiresAt >= 0 && Number.isSafeInteger(expiresAt)) {
+    target.writeUInt32BE(Math.floor(expiresAt / 0x1_0000_0000), offset);
+    target.writeUInt32BE(expiresAt >>> 0, offset + 4);
+  } else {
+    target.writeBigInt64BE(BigInt(expiresAt), offset);
+  }
+}
+
 /**
  * The additional authenticated data of one record:
  * version | kind | len+keyId | len+namespace | len+broker | len+key | expiry (i64 BE, -1 for none).
@@ -87,7 +100,7 @@ export function associatedData(formatVersion: number, keyId: string, identity: R
   offset = writeLengthPrefixed(aad, offset, identity.namespace);
   offset = writeLengthPrefixed(aad, offset, identity.broker);
   offset = writeLengthPrefixed(aad, offset, identity.key);
-  aad.writeBigInt64BE(identity.expiresAt === null ? -1n : BigInt(identity.expiresAt), offset);
+  writeExpiry(aad, offset, identity.expiresAt);
   return aad;
 }
 
