@@ -738,9 +738,16 @@ export class RedisStore implements SessionStore {
     return promise;
   }
 
-  /** Sends one command, routed by `key` on a cluster, and waits at most `commandTimeoutMs`. */
-  #send(key: RedisArgument | undefined, args: RedisArgument[]): Promise<unknown> {
-    const options = { typeMapping: BUFFERS, timeout: this.#commandTimeoutMs };
+  /**
+   * Sends one command, routed by `key` on a cluster, and waits at most `commandTimeoutMs` (one
+   * timer of ours). node-redis's own per-command timeout (one `AbortSignal.timeout` per command,
+   * which costs more than the rest of a GET's client-side work) is turned off, except for writes
+   * on a client we were given: that client may keep an offline queue, and only node-redis's
+   * timeout takes a write we gave up on out of it, so it is never sent late. Our own clients
+   * drop their queue on disconnect (`disableOfflineQueue`), and a late read changes nothing.
+   */
+  #send(key: RedisArgument | undefined, args: RedisArgument[], kind: 'read' | 'write' = 'write'): Promise<unknown> {
+    const options = { typeMapping: BUFFERS, timeout: kind === 'write' && !this.#ownsClient ? this.#commandTimeoutMs : 0 };
     const sent = this.#cluster
       ? (this.#client as RedisClusterLike).sendCommand(key, false, args, options)
       : (this.#client as RedisClientLike).sendCommand(args, options);
@@ -768,7 +775,7 @@ export class RedisStore implements SessionStore {
   }
 
   async #read(redisKey: Buffer): Promise<StoredRecord | undefined> {
-    const reply = await this.#send(redisKey, ['GET', redisKey]);
+    const reply = await this.#send(redisKey, ['GET', redisKey], 'read');
     if (reply === null) return undefined;
     if (!Buffer.isBuffer(reply)) throw new StoreError('Redis returned an unexpected reply to GET');
     return decodeRecord(reply);
@@ -797,7 +804,7 @@ export class RedisStore implements SessionStore {
     }
     const client = await this.#nodeClient(node);
     const args = ['SCAN', position.cursor, 'MATCH', pattern, 'COUNT', String(count)];
-    const reply = await bounded(client.sendCommand(args, { typeMapping: BUFFERS, timeout: this.#commandTimeoutMs }), this.#commandTimeoutMs);
+    const reply = await bounded(client.sendCommand(args, { typeMapping: BUFFERS, timeout: 0 }), this.#commandTimeoutMs); // a read: see #send
     if (!Array.isArray(reply) || reply.length !== 2 || !Buffer.isBuffer(reply[0]) || !Array.isArray(reply[1])) {
       throw new StoreError('Redis returned an unexpected reply to SCAN');
     }
