@@ -33,8 +33,11 @@ export interface Backend {
   readonly variants: Record<VariantName, Variant>;
   /** How keyv's adapter was configured, and anything else a reader must know. */
   readonly notes: string[];
-  /** Diagnostic sets measured in the same rounds, to locate where the library's write cost goes. */
-  readonly diagnosticSets?: Record<string, Operation>;
+  /**
+   * Diagnostic contenders measured in the same rounds (sequentially, and at 64 in flight when the
+   * plan measures throughput), to locate where the library's cost goes. Either operation may be absent.
+   */
+  readonly diagnostics?: Record<string, Partial<Variant>>;
   close(): Promise<void>;
 }
 
@@ -142,9 +145,9 @@ export async function sqliteBackend(dir: string): Promise<Backend> {
   return {
     name: 'sqlite',
     variants: { ordo: ordoVariant(manager), floor: floor.variant, plain: plain.variant, keyv: keyvVariant(keyv) },
-    diagnosticSets: {
+    diagnostics: {
       // the floor in BEGIN IMMEDIATE + one change-log row: what SqliteStore.set does per write while a watcher (subscribe) is registered
-      'floor+changelog': logged.set,
+      'floor+changelog': { set: logged.set },
     },
     notes: [
       'keyv: @keyv/sqlite (sqlite3 driver); WAL and synchronous=NORMAL set with `adapter.query("PRAGMA ...")` on its single connection and read back (journal_mode=wal, synchronous=1).',
@@ -167,19 +170,26 @@ export async function redisBackend(url: string, run: string): Promise<Backend> {
   client.on('error', () => undefined);
   await client.connect();
   const buffers = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+  // The same client with node-redis's per-command timeout off (it is one AbortSignal.timeout per command).
+  const untimed = client.withCommandOptions({ timeout: 0 });
+  const untimedBuffers = client.withCommandOptions({ timeout: 0, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } });
   const prefix = `ordo-bench-${run}:`;
   const crypto = new BareCrypto();
   const manager = await SessionManager.open({ keyring: benchKeyring(), store: new RedisStore({ client, keyPrefix: `${prefix}ordo:` }) });
-  const raw = (name: string, seal: (data: unknown) => Buffer | string, open: (value: Buffer) => unknown): Variant => ({
-    get: async (i) => {
-      const value = await buffers.get(`${prefix}${name}:default/fyers/${account(i)}`);
-      return value === null ? undefined : open(value);
-    },
-    set: (i) =>
-      client.set(`${prefix}${name}:default/fyers/${account(i)}`, seal(session(i)), {
-        expiration: { type: 'PXAT', value: Date.now() + TTL_MS },
-      }),
-  });
+  const raw = (name: string, seal: (data: unknown) => Buffer | string, open: (value: Buffer) => unknown, timed = true): Variant => {
+    const reader = timed ? buffers : untimedBuffers;
+    const writer = timed ? client : untimed;
+    return {
+      get: async (i) => {
+        const value = await reader.get(`${prefix}${name}:default/fyers/${account(i)}`);
+        return value === null ? undefined : open(value as Buffer);
+      },
+      set: (i) =>
+        writer.set(`${prefix}${name}:default/fyers/${account(i)}`, seal(session(i)), {
+          expiration: { type: 'PXAT', value: Date.now() + TTL_MS },
+        }),
+    };
+  };
   const adapter = new KeyvRedis(url, { namespace: `${prefix}keyv` });
   const keyv = new Keyv({ store: adapter, namespace: `${prefix}keyv`, useKeyPrefix: false });
   return {
@@ -190,8 +200,12 @@ export async function redisBackend(url: string, run: string): Promise<Backend> {
       plain: raw('plain', (data) => JSON.stringify(data), (value) => JSON.parse(value.toString('utf8'))),
       keyv: keyvVariant(keyv),
     },
+    diagnostics: {
+      // the floor on the same client with node-redis's own per-command timeout off: the cheapest raw call
+      'floor, node-redis timeout off': raw('floor-untimed', (data) => crypto.sealJson(data), (value) => crypto.openJson(value), false),
+    },
     notes: [
-      'ordo and the floor share one node-redis client (the store is given it); keyv: @keyv/redis with its own client, namespace set.',
+      'ordo and the floor share one node-redis client, created with node-redis defaults (the store is given it). node-redis 6 bounds every command by default (5 s, one AbortSignal.timeout per command): the floor pays that; RedisStore bounds each call with one timer of its own and turns the driver timer off for reads (and for writes on a client it owns). keyv: @keyv/redis with its own client (node-redis 5, no per-command timeout), namespace set.',
     ],
     async close() {
       await manager.close(); // never closes a client it was given

@@ -16,6 +16,13 @@ export interface Plan {
   readonly concurrency: boolean;
 }
 
+export interface DiagnosticResult {
+  readonly getUs?: Spread;
+  readonly setUs?: Spread;
+  readonly getOps?: Spread;
+  readonly setOps?: Spread;
+}
+
 export interface BackendResult {
   /** Microseconds per call, sequential. */
   readonly getUs: Record<VariantName, Spread>;
@@ -25,8 +32,8 @@ export interface BackendResult {
   /** Operations per second at `inFlight`. */
   readonly getOpsConcurrent?: Record<VariantName, Spread>;
   readonly setOpsConcurrent?: Record<VariantName, Spread>;
-  /** Diagnostic sets, µs per call, measured in the same rounds. */
-  readonly diagnosticSetUs?: Record<string, Spread>;
+  /** Diagnostic contenders, measured in the same rounds: µs per call, and operations per second at `inFlight`. */
+  readonly diagnostics?: Record<string, DiagnosticResult>;
   readonly notes: string[];
 }
 
@@ -61,9 +68,12 @@ export async function compareBackend(backend: Backend, plan: Plan, log: (line: s
   }
   const get = collect();
   const set = collect();
-  const diagnostics = Object.entries(backend.diagnosticSets ?? {});
-  const diagnosticSamples: Record<string, number[]> = Object.fromEntries(diagnostics.map(([name]) => [name, []]));
-  for (const [, op] of diagnostics) await sequentialUs(op, ACCOUNTS, (offset += ACCOUNTS));
+  const diagnostics = Object.entries(backend.diagnostics ?? {});
+  const diagnosticSamples = new Map(diagnostics.map(([name]) => [name, { getUs: [] as number[], setUs: [] as number[], getOps: [] as number[], setOps: [] as number[] }]));
+  for (const [, variant] of diagnostics) {
+    if (variant.set) await sequentialUs(variant.set, ACCOUNTS, (offset += ACCOUNTS));
+    if (variant.get) await sequentialUs(variant.get, ACCOUNTS, offset);
+  }
   const getConcurrent = collect();
   const setConcurrent = collect();
   for (let round = 0; round < plan.rounds; round++) {
@@ -78,9 +88,17 @@ export async function compareBackend(backend: Backend, plan: Plan, log: (line: s
         setConcurrent[name].push(await throughput(variant.set, plan.concurrent, plan.inFlight, offset));
       }
     }
-    for (const [name, op] of diagnostics) {
+    for (const [name, variant] of diagnostics) {
+      const samples = diagnosticSamples.get(name);
+      if (samples === undefined) continue;
       offset += plan.sequential;
-      diagnosticSamples[name]?.push(await sequentialUs(op, plan.sequential, offset));
+      if (variant.get) samples.getUs.push(await sequentialUs(variant.get, plan.sequential, offset));
+      if (variant.set) samples.setUs.push(await sequentialUs(variant.set, plan.sequential, offset));
+      if (plan.concurrency) {
+        offset += plan.concurrent;
+        if (variant.get) samples.getOps.push(await throughput(variant.get, plan.concurrent, plan.inFlight, offset));
+        if (variant.set) samples.setOps.push(await throughput(variant.set, plan.concurrent, plan.inFlight, offset));
+      }
     }
     log(`  ${backend.name}: round ${round + 1}/${plan.rounds}`);
   }
@@ -91,7 +109,14 @@ export async function compareBackend(backend: Backend, plan: Plan, log: (line: s
     setUs: summarise(set),
     setOpsSequential: summarise(setOps),
     ...(diagnostics.length > 0
-      ? { diagnosticSetUs: Object.fromEntries(Object.entries(diagnosticSamples).map(([name, samples]) => [name, spread(samples)])) }
+      ? {
+          diagnostics: Object.fromEntries(
+            [...diagnosticSamples].map(([name, samples]) => [
+              name,
+              Object.fromEntries(Object.entries(samples).filter(([, values]) => values.length > 0).map(([what, values]) => [what, spread(values)])),
+            ]),
+          ),
+        }
       : {}),
     ...(plan.concurrency ? { getOpsConcurrent: summarise(getConcurrent), setOpsConcurrent: summarise(setConcurrent) } : {}),
     notes: backend.notes,

@@ -54,7 +54,12 @@ export function evaluateTargets(results: Results): void {
         keyvLimit === 1 ? v > 1 : v >= keyvLimit,
       );
     }
-    for (const [what, s] of Object.entries(result.diagnosticSetUs ?? {})) ratios[`${name}.set.ordo/${what}`] = round(result.setUs.ordo.median / s.median);
+    for (const [what, d] of Object.entries(result.diagnostics ?? {})) {
+      if (d.getUs) ratios[`${name}.get.ordo/${what}`] = round(result.getUs.ordo.median / d.getUs.median);
+      if (d.setUs) ratios[`${name}.set.ordo/${what}`] = round(result.setUs.ordo.median / d.setUs.median);
+      if (d.getOps && result.getOpsConcurrent) ratios[`${name}.get.concurrent64.ordo/${what}`] = round(result.getOpsConcurrent.ordo.median / d.getOps.median);
+      if (d.setOps && result.setOpsConcurrent) ratios[`${name}.set.concurrent64.ordo/${what}`] = round(result.setOpsConcurrent.ordo.median / d.setOps.median);
+    }
     if (result.setOpsConcurrent && name === 'sqlite') {
       check(
         'sqlite.set.ordo.concurrent64/sequential',
@@ -117,8 +122,9 @@ export function renderTable(results: Results): string {
     }
   }
   for (const [name, result] of Object.entries(results.backends) as Array<[string, BackendResult]>) {
-    for (const [what, s] of Object.entries(result.diagnosticSetUs ?? {})) {
-      lines.push(`| ${name} | set: ${what} | | ${us(s)} | | | ordo / this: ${(result.setUs.ordo.median / s.median).toFixed(2)}x | |`);
+    for (const [what, d] of Object.entries(result.diagnostics ?? {})) {
+      if (d.getUs) lines.push(`| ${name} | get: ${what} | | ${us(d.getUs)} | | | ordo / this: ${(result.getUs.ordo.median / d.getUs.median).toFixed(2)}x | |`);
+      if (d.setUs) lines.push(`| ${name} | set: ${what} | | ${us(d.setUs)} | | | ordo / this: ${(result.setUs.ordo.median / d.setUs.median).toFixed(2)}x | |`);
     }
   }
   lines.push('', 'Throughput at 64 in flight, operations per second: median (min–max).', '');
@@ -131,6 +137,12 @@ export function renderTable(results: Results): string {
       lines.push(
         `| ${name} | ${op} | ${ops(s.ordo)} | ${ops(s.floor)} | ${ops(s.plain)} | ${ops(s.keyv)} | ${(s.ordo.median / s.floor.median).toFixed(2)}x | ${(s.ordo.median / sequential).toFixed(1)}x |`,
       );
+    }
+  }
+  for (const [name, result] of Object.entries(results.backends) as Array<[string, BackendResult]>) {
+    for (const [what, d] of Object.entries(result.diagnostics ?? {})) {
+      if (d.getOps && result.getOpsConcurrent) lines.push(`| ${name} | get: ${what} | | ${ops(d.getOps)} | | | ordo / this: ${(result.getOpsConcurrent.ordo.median / d.getOps.median).toFixed(2)}x | |`);
+      if (d.setOps && result.setOpsConcurrent) lines.push(`| ${name} | set: ${what} | | ${ops(d.setOps)} | | | ordo / this: ${(result.setOpsConcurrent.ordo.median / d.setOps.median).toFixed(2)}x | |`);
     }
   }
   const c = results.crypto;
