@@ -3,7 +3,7 @@
  * the table's shape, bytea keys, `{ pool }` mode, identifier checks and secret-free errors.
  * Every test works in its own random schema, dropped afterwards.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -322,6 +322,46 @@ describeWithService('PostgreSQL', postgresAvailable, 'PostgresStore', () => {
         await Promise.all([other.close(), again.close()]);
       } finally {
         await pool.end();
+      }
+    });
+  });
+
+  describe('notifications', () => {
+    it('notifies only while some store watches, through a heartbeat row that goes when the watcher does', async () => {
+      const schema = schemaFor('notify');
+      const writer = new PostgresStore({ connectionString: DATABASE_URL, schema });
+      const watcher = new PostgresStore({ connectionString: DATABASE_URL, schema });
+      const channel = `ordo_${createHash('sha256').update(`${schema}.ordo_sessions`).digest('hex').slice(0, 40)}`;
+      const spy = new pg.Client({ connectionString: DATABASE_URL });
+      const heard: string[] = [];
+      spy.on('notification', (message) => heard.push(message.payload ?? ''));
+      const watchers = async (): Promise<number> =>
+        Number((await admin.query(`SELECT count(*) AS n FROM "${schema}".ordo_sessions_watchers`)).rows[0].n);
+      const hex = (key: string): string => Buffer.from(key).toString('hex');
+      try {
+        await spy.connect();
+        await spy.query(`LISTEN "${channel}"`);
+        await writer.set('ns/b/unwatched', bytes('1'), write);
+        await writer.delete('ns/b/unwatched');
+        await watcher.open();
+        expect(await watchers()).toBe(0);
+        const unsubscribe = await watcher.subscribe!('ns/', () => undefined);
+        expect(await watchers()).toBe(1);
+        // subscribe resolved after the writer's "anyone watching?" answer went stale: these notify
+        await writer.set('ns/b/watched', bytes('2'), write);
+        await writer.compareAndSet('ns/b/watched', null, bytes('3'), write); // refused: no row, no notification
+        await writer.deleteByPrefix('ns/b/');
+        await expect.poll(() => heard, { timeout: 5000 }).toEqual([`set:${hex('ns/b/watched')}`, `delete:${hex('ns/b/watched')}`]);
+        await unsubscribe();
+        expect(await watchers()).toBe(0);
+        await new Promise((resolve) => setTimeout(resolve, 400)); // past the writer's recheck window
+        await writer.set('ns/b/after', bytes('4'), write);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect(heard).toHaveLength(2);
+      } finally {
+        await spy.end();
+        await writer.close();
+        await watcher.close();
       }
     });
   });
