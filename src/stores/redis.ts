@@ -528,7 +528,9 @@ export class RedisStore implements SessionStore {
         while (queue.length > 0 && records.length < limit) {
           const keys = queue.splice(0, limit - records.length);
           const found = await Promise.all(keys.map(async (key) => ({ key, record: await this.#read(this.#redisKey(key)) })));
-          for (const { key, record } of found) if (record !== undefined) records.push({ key, ...record });
+          for (const { key, record } of found) {
+            if (record !== undefined) records.push({ key, value: record.value, expiresAt: record.expiresAt, updatedAt: record.updatedAt, version: record.version });
+          }
         }
         if (records.length >= limit || scan === undefined || (records.length > 0 && calls >= PAGE_SCAN_CALLS)) break;
         const batch = await this.#scan(scan, pattern, count);

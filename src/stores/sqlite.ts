@@ -278,7 +278,7 @@ export class SqliteStore implements SessionStore {
     parameters.push(limit + 1);
     try {
       const rows = statement.all(...parameters);
-      const page = rows.slice(0, limit).map((row) => ({ key: row.key, ...toRecord(row) }));
+      const page = rows.slice(0, limit).map(listedRecord);
       const last = page.at(-1);
       return rows.length > limit && last !== undefined ? { records: page, cursor: last.key } : { records: page };
     } catch (error) {
@@ -464,6 +464,11 @@ export class SqliteStore implements SessionStore {
 
 function toRecord(row: Omit<Row, 'key'>): StoredRecord {
   return { value: row.value, expiresAt: row.expires_at, updatedAt: row.updated_at, version: row.version };
+}
+
+/** A literal, not a spread: V8 pretenures spread copies made in a loop, and a long listing then fills the old generation with garbage. */
+function listedRecord(row: Row): { key: string } & StoredRecord {
+  return { key: row.key, value: row.value, expiresAt: row.expires_at, updatedAt: row.updated_at, version: row.version };
 }
 
 const DEFAULT_POLL_INTERVAL_MS = 250;
