@@ -122,6 +122,11 @@ function sessionInfo(broker: string | undefined, key: string, record: StoredReco
     : { broker, key, updatedAt, keyId, expiresAt: new Date(record.expiresAt) };
 }
 
+/** The identity with another expiry, as a literal (a spread on a hot path costs an object clone). */
+function withExpiry(identity: RecordIdentity, expiresAt: number | null): RecordIdentity {
+  return { kind: identity.kind, namespace: identity.namespace, broker: identity.broker, key: identity.key, expiresAt };
+}
+
 /** The default database path when no store is given. */
 export const DEFAULT_SQLITE_PATH = './.ordo/sessions.db';
 const LIST_PAGE_SIZE = 500;
@@ -290,10 +295,10 @@ export class SessionManager {
       record = await callStore(this.#store, 'read', () => this.#store.get(location));
     }
     if (record === undefined || this.#isExpired(record)) return undefined;
-    const plaintext = this.#openAt(location, { ...identity, expiresAt: record.expiresAt }, record.value);
+    const plaintext = this.#openAt(location, withExpiry(identity, record.expiresAt), record.value);
     try {
       if (this.#rotateOnRead && location === current && envelopeKeyId(record.value) !== this.#keyring.primaryKeyId) {
-        await this.#rewrite(location, record, { ...identity, expiresAt: record.expiresAt }, plaintext);
+        await this.#rewrite(location, record, withExpiry(identity, record.expiresAt), plaintext);
       }
       return deserializeSessionData(plaintext) as T;
     } catch {
@@ -616,7 +621,7 @@ export class SessionManager {
   async #readVersioned<T>(identity: RecordIdentity, location: string): Promise<VersionedSession<T> | undefined> {
     const record = await callStore(this.#store, 'read', () => this.#store.get(location));
     if (record === undefined) return undefined;
-    const plaintext = this.#openSession({ ...identity, expiresAt: record.expiresAt }, record.value);
+    const plaintext = this.#openSession(withExpiry(identity, record.expiresAt), record.value);
     try {
       return { data: deserializeSessionData(plaintext) as T, version: record.version, expiresAt: record.expiresAt };
     } catch {
@@ -630,7 +635,7 @@ export class SessionManager {
   #sealForRefresh<T>(identity: RecordIdentity, data: unknown, expiresAt: number | null): { sealed: Uint8Array; data: T } {
     const plaintext = serializeSessionData(data, this.#maxValueBytes);
     try {
-      return { sealed: this.#sealSession({ ...identity, expiresAt }, plaintext), data: deserializeSessionData(plaintext) as T };
+      return { sealed: this.#sealSession(withExpiry(identity, expiresAt), plaintext), data: deserializeSessionData(plaintext) as T };
     } finally {
       plaintext.fill(0);
     }
@@ -649,7 +654,7 @@ export class SessionManager {
       this.#assertOpen();
       for (const record of records) {
         if (this.#isExpired(record)) continue;
-        const parsed = this.#nameOf(record);
+        const parsed = this.#nameOf(record.key, record);
         if (parsed === undefined) continue;
         if (this.#legacyNames !== undefined && this.#names !== undefined) {
           const current = this.#names.storageKey(parsed.broker, parsed.key);
@@ -819,10 +824,10 @@ export class SessionManager {
   }
 
   /** Broker and key of a stored session record (in private mode, by opening it), or `undefined`. */
-  #nameOf(record: { readonly key: string } & StoredRecord): { broker: string; key: string } | undefined {
+  #nameOf(storageKey: string, record: StoredRecord): { broker: string; key: string } | undefined {
     const names = this.#names;
-    if (names === undefined) return parseStorageKey(this.#namespace, record.key);
-    const bound = names.identityOf(record.key, record.expiresAt);
+    if (names === undefined) return parseStorageKey(this.#namespace, storageKey);
+    const bound = names.identityOf(storageKey, record.expiresAt);
     if (bound === undefined || envelopeVersion(record.value) !== 2) return undefined;
     let opened: { name: string; plaintext: Buffer };
     try {
@@ -837,7 +842,7 @@ export class SessionManager {
 
   /** The (real) identity of a stored session record, or `undefined`. */
   #identityOfStored(key: string, record: StoredRecord): RecordIdentity | undefined {
-    const parsed = this.#nameOf({ key, ...record });
+    const parsed = this.#nameOf(key, record);
     if (parsed === undefined) return undefined;
     return { kind: 'session', namespace: this.#namespace, broker: parsed.broker, key: parsed.key, expiresAt: record.expiresAt };
   }
@@ -974,7 +979,7 @@ export class SessionManager {
     if (names === undefined || legacy === undefined) return 'current';
     let record = first;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const parsed = this.#nameOf({ key: oldKey, ...record });
+      const parsed = this.#nameOf(oldKey, record);
       if (parsed === undefined) return 'unreadable';
       const newKey = names.storageKey(parsed.broker, parsed.key);
       if (oldKey === newKey || oldKey !== legacy.storageKey(parsed.broker, parsed.key)) return 'current';
