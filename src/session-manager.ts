@@ -42,7 +42,7 @@ import {
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { isStandardSchema, parseForWrite, parseStored } from './schema.ts';
 import { getOrRefresh, type GetOrRefreshOptions, type Refresher, type VersionedSession } from './refresh.ts';
-import { callStore, pages } from './store-calls.ts';
+import { callStore, pages, storeFailure } from './store-calls.ts';
 import { SqliteStore } from './stores/sqlite.ts';
 import type { SessionStore, StoredRecord } from './stores/store.ts';
 import { DEFAULT_MAX_VALUE_BYTES, deserializeSessionData, serializeSessionData, type JsonValue } from './values.ts';
@@ -267,9 +267,11 @@ export class SessionManager {
     const plaintext = serializeSessionData(data, this.#maxValueBytes);
     const sealed = this.#sealSession(identity, plaintext);
     plaintext.fill(0);
-    await callStore(this.#store, 'write', () =>
-      this.#store.set(location, sealed, { expiresAt: identity.expiresAt, updatedAt: now }),
-    );
+    try {
+      await this.#store.set(location, sealed, { expiresAt: identity.expiresAt, updatedAt: now });
+    } catch (error) {
+      throw storeFailure(this.#store, 'write', error);
+    }
     const legacy = this.#legacyLocation(identity.broker, identity.key);
     if (legacy !== undefined) await callStore(this.#store, 'write', () => this.#store.delete(legacy));
   }
@@ -288,7 +290,12 @@ export class SessionManager {
     this.#assertOpen();
     const { identity, location: current } = this.#locate(broker, key, null);
     let location = current;
-    let record = await callStore(this.#store, 'read', () => this.#store.get(location));
+    let record: StoredRecord | undefined;
+    try {
+      record = await this.#store.get(location);
+    } catch (error) {
+      throw storeFailure(this.#store, 'read', error);
+    }
     const legacy = this.#legacyLocation(identity.broker, identity.key);
     if (record === undefined && legacy !== undefined) {
       location = legacy; // a rename is in progress and has not moved this one yet

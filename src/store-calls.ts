@@ -8,9 +8,16 @@ export async function callStore<T>(store: SessionStore, operation: string, run: 
   try {
     return await run();
   } catch (error) {
-    if (error instanceof SessionError) throw error;
-    throw new StoreError(`${store.kind} store ${operation} failed`, { cause: error });
+    throw storeFailure(store, operation, error);
   }
+}
+
+/**
+ * What a failed store call throws: the store's own typed error, or a StoreError around anything
+ * else. For the hottest paths, which await the store inside their own try (no extra promise).
+ */
+export function storeFailure(store: SessionStore, operation: string, error: unknown): SessionError {
+  return error instanceof SessionError ? error : new StoreError(`${store.kind} store ${operation} failed`, { cause: error });
 }
 
 /**
