@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import { createClient, RESP_TYPES } from 'redis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   InvalidOptionsError,
   InvalidSessionKeyError,
@@ -18,6 +18,7 @@ import {
 import { RedisStore } from '../../src/stores/redis.ts';
 import type { SessionStore, WriteOptions } from '../../src/stores/store.ts';
 import { storeConformanceSuite } from '../store-conformance.ts';
+import { describeWithRedisServer, startRedisServer } from '../support/redis-server.ts';
 import { REDIS_URL, describeWithService, redisAvailable } from '../support/services.ts';
 
 const RUN = `ordo-test-${randomUUID()}:`;
@@ -284,5 +285,43 @@ describeWithService('Redis', redisAvailable, 'RedisStore on the machine Redis', 
       await store.open();
       expect(await store.get('nothing')).toBeUndefined();
     });
+  });
+});
+
+describeWithRedisServer('RedisStore sets while nobody watches', () => {
+  it('sends a plain SET while nobody subscribes, and SET + PUBLISH in a script once a store does', async () => {
+    const server = await startRedisServer(); // its own server: command counts are not shared with other tests
+    const raw = createClient({ url: server.url });
+    raw.on('error', () => undefined);
+    const writer = new RedisStore({ url: server.url });
+    const watcher = new RedisStore({ url: server.url });
+    const counts = async (): Promise<{ scripts: number; publishes: number; sets: number }> => {
+      const info = await raw.info('commandstats');
+      const calls = (name: string): number => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+      return { scripts: calls('evalsha') + calls('eval'), publishes: calls('publish'), sets: calls('set') };
+    };
+    try {
+      await raw.connect();
+      await writer.open();
+      const before = await counts();
+      await writer.set('ns/b/quiet', bytes('1'), forever);
+      await writer.set('ns/b/quiet', bytes('2'), { expiresAt: Date.now() + HOUR, updatedAt: 1 });
+      const unwatched = await counts();
+      expect(unwatched).toEqual({ scripts: before.scripts, publishes: before.publishes, sets: before.sets + 2 });
+      expect((await writer.get('ns/b/quiet'))?.value).toEqual(bytes('2'));
+      const seen: string[] = [];
+      const unsubscribe = await watcher.subscribe!('ns/', (change) => seen.push(`${change.kind}:${change.key}`));
+      await writer.set('ns/b/heard', bytes('3'), forever);
+      await vi.waitFor(() => expect(seen).toEqual(['set:ns/b/heard']), { timeout: 5000 });
+      const watched = await counts();
+      expect(watched.scripts - unwatched.scripts).toBeGreaterThanOrEqual(1); // EVALSHA, and EVAL after NOSCRIPT on a fresh server
+      expect(watched.publishes - unwatched.publishes).toBe(1);
+      await unsubscribe();
+    } finally {
+      await writer.close();
+      await watcher.close();
+      await raw.close().catch(() => undefined);
+      await server.destroy();
+    }
   });
 });
