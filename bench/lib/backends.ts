@@ -16,6 +16,7 @@ import KeyvRedis from '@keyv/redis';
 import KeyvPostgres from '@keyv/postgres';
 import pg from 'pg';
 import { createClient, RESP_TYPES } from 'redis';
+import { open as openEnvelope, seal as sealEnvelope, type RecordIdentity } from '../../src/crypto/envelope.ts';
 import { Keyring, PostgresStore, RedisStore, SessionManager, SqliteStore } from '../../src/index.ts';
 import { BareCrypto, session } from './payload.ts';
 import type { Operation } from './stats.ts';
@@ -70,7 +71,11 @@ const SQLITE_TABLE = `CREATE TABLE IF NOT EXISTS sessions (
   CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at) WHERE expires_at IS NOT NULL;`;
 
 /** better-sqlite3 with the store's pragmas and table shape; `seal`/`open` turn data into the stored value and back. */
-function rawSqlite(path: string, seal: (data: unknown) => Buffer | string, open: (value: Buffer | string) => unknown): { variant: Variant; db: Database.Database } {
+function rawSqlite(
+  path: string,
+  seal: (data: unknown, i: number, expiresAt: number) => Buffer | string,
+  open: (value: Buffer | string, i: number, expiresAt: number | null) => unknown,
+): { variant: Variant; db: Database.Database } {
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -87,11 +92,11 @@ function rawSqlite(path: string, seal: (data: unknown) => Buffer | string, open:
       get: (i) => {
         const row = select.get(`default/fyers/${account(i)}`);
         if (row === undefined || (row.expires_at !== null && row.expires_at <= Date.now())) return undefined;
-        return open(row.value);
+        return open(row.value, i, row.expires_at);
       },
       set: (i) => {
         const now = Date.now();
-        upsert.run(`default/fyers/${account(i)}`, seal(session(i)), now + TTL_MS, now, String(i));
+        upsert.run(`default/fyers/${account(i)}`, seal(session(i), i, now + TTL_MS), now + TTL_MS, now, String(i));
       },
     },
   };
@@ -127,6 +132,20 @@ function loggedFloor(path: string, crypto: BareCrypto): { set: Operation; db: Da
   };
 }
 
+/**
+ * The floor with the library's own envelope (`seal`/`open` of envelope.ts: the key as a KeyObject,
+ * the AAD binding broker, key and expiry, the nonce pool) in place of bare AES-GCM: what is left
+ * between this and ordo is the manager and the store, not the crypto.
+ */
+function envelopeCrypto(): { seal: (data: unknown, i: number, expiresAt: number) => Buffer; open: (value: Buffer, i: number, expiresAt: number | null) => unknown } {
+  const keyring = benchKeyring();
+  const identity = (i: number, expiresAt: number | null): RecordIdentity => ({ kind: 'session', namespace: 'default', broker: 'fyers', key: account(i), expiresAt });
+  return {
+    seal: (data, i, expiresAt) => sealEnvelope(keyring, Buffer.from(JSON.stringify(data), 'utf8'), identity(i, expiresAt)),
+    open: (value, i, expiresAt) => JSON.parse(openEnvelope(keyring, value, identity(i, expiresAt)).toString('utf8')),
+  };
+}
+
 export async function sqliteBackend(dir: string): Promise<Backend> {
   const crypto = new BareCrypto();
   const manager = await SessionManager.open({ keyring: benchKeyring(), store: new SqliteStore({ path: join(dir, 'ordo.db') }) });
@@ -142,12 +161,16 @@ export async function sqliteBackend(dir: string): Promise<Backend> {
   if (mode?.journal_mode !== 'wal' || sync?.synchronous !== 1) throw new Error('could not set WAL / synchronous=NORMAL on keyv sqlite');
   const keyv = new Keyv({ store: adapter, namespace: 'bench' });
   const logged = loggedFloor(join(dir, 'floor-log.db'), crypto);
+  const envelope = envelopeCrypto();
+  const withEnvelope = rawSqlite(join(dir, 'floor-envelope.db'), envelope.seal, (value, i, expiresAt) => envelope.open(value as Buffer, i, expiresAt));
   return {
     name: 'sqlite',
     variants: { ordo: ordoVariant(manager), floor: floor.variant, plain: plain.variant, keyv: keyvVariant(keyv) },
     diagnostics: {
       // the floor in BEGIN IMMEDIATE + one change-log row: what SqliteStore.set does per write while a watcher (subscribe) is registered
       'floor+changelog': { set: logged.set },
+      // the floor with the library's envelope instead of bare AES-GCM: ordo / this is the manager and store alone
+      'floor with the library envelope': withEnvelope.variant,
     },
     notes: [
       'keyv: @keyv/sqlite (sqlite3 driver); WAL and synchronous=NORMAL set with `adapter.query("PRAGMA ...")` on its single connection and read back (journal_mode=wal, synchronous=1).',
@@ -157,8 +180,9 @@ export async function sqliteBackend(dir: string): Promise<Backend> {
       floor.db.close();
       plain.db.close();
       logged.db.close();
+      withEnvelope.db.close();
       await keyv.disconnect();
-      for (const name of ['ordo', 'floor', 'plain', 'keyv', 'floor-log']) {
+      for (const name of ['ordo', 'floor', 'plain', 'keyv', 'floor-log', 'floor-envelope']) {
         for (const suffix of ['.db', '.db-wal', '.db-shm']) rmSync(join(dir, name + suffix), { force: true });
       }
     },
