@@ -677,8 +677,18 @@ export class PostgresStore implements SessionStore {
     );
   }
 
-  /** A client from the pool, or a timeout; a client that arrives after the timeout goes straight back. */
+  /**
+   * A client from the pool, or a timeout; a client that arrives after the timeout goes straight
+   * back. A pool of our own bounds the wait itself (`connectionTimeoutMillis`, queued requests
+   * included), so only a given pool gets a timer of ours.
+   */
   #checkout(deadline: Deadline): Promise<PoolClient> {
+    if (this.#ownsPool) {
+      return this.#pool.connect().then((client) => {
+        client.on('error', ignoreClientError); // reported through the query it breaks
+        return client;
+      });
+    }
     return new Promise((resolve, reject) => {
       let late = false;
       const timer = setTimeout(() => {
