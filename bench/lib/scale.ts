@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
@@ -52,6 +53,8 @@ export interface ScaleOptions {
 const SHARED_SERVICE_MAX = 100_000;
 const EXPIRES_IN_MS = 30 * 24 * 3600_000;
 const SAMPLES = 4000;
+/** The pause between filling a shared service and measuring its gets. */
+const SETTLE_MS = 2000;
 
 const account = (i: number): string => `A${i.toString().padStart(7, '0')}`;
 
@@ -225,6 +228,9 @@ async function sharedCurve(
       if (batch.length > 0) await fill(batch);
       fillMs += performance.now() - start;
       filled = size;
+      // Steady state, not the tail of the bulk load: the server may still be working through it
+      // (Redis rehashes its key table incrementally as it grows; PostgreSQL may be checkpointing).
+      await sleep(SETTLE_MS);
       const point = await measureGets(manager, size);
       points.push(point);
       log(`  scale ${name} ${size}: get p50 ${point.p50Us.toFixed(1)} µs, p99 ${point.p99Us.toFixed(1)} µs`);
