@@ -1,5 +1,5 @@
 /** What every command gets: the parsed global options, output streams, and how to open the library. */
-import { Keyring, SessionManager, type SessionStore } from '../index.ts';
+import { Keyring, SessionManager, type SessionStore } from './lib.ts';
 import { colourEnabled, makeStyle, type Style } from './format.ts';
 import { createStore, parseStoreSpec, type StoreSpec } from './store-url.ts';
 
@@ -51,7 +51,7 @@ export interface Context {
   /** Keys from the environment, then the store, then the manager (canary checked). Close it when done. */
   open(options?: { readonly yieldBetweenPages?: boolean }): Promise<SessionManager>;
   /** The store alone, not opened, for checks that must run before the manager (doctor). */
-  createStore(): SessionStore;
+  createStore(): Promise<SessionStore>;
   keyring(): Keyring;
 }
 
@@ -69,7 +69,7 @@ export function makeContext(global: GlobalOptions, env: Env, stdout: Output, std
   const timeoutMs = global.timeoutMs;
   let keys: Keyring | undefined;
   const keyring = (): Keyring => (keys ??= Keyring.fromEnv(env));
-  const store = (): SessionStore => createStore(storeSpec, timeoutMs);
+  const store = (): Promise<SessionStore> => createStore(storeSpec, timeoutMs);
   return {
     env,
     stdout,
@@ -89,7 +89,7 @@ export function makeContext(global: GlobalOptions, env: Env, stdout: Output, std
       const source = keyring(); // before the store: a missing key configuration touches nothing
       return SessionManager.open({
         keyring: source,
-        store: options.yieldBetweenPages === true ? yieldingStore(store()) : store(),
+        store: options.yieldBetweenPages === true ? yieldingStore(await store()) : await store(),
         namespace,
         privateKeys: global.privateKeys,
         // Our own line rather than a process warning with a Node prefix.

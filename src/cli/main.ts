@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { InvalidExpiryError, InvalidOptionsError, InvalidSessionKeyError, SessionError } from '../index.ts';
+import { InvalidExpiryError, InvalidOptionsError, InvalidSessionKeyError, SessionError } from './lib.ts';
 import { doctor } from './commands/doctor.ts';
 import { keygen } from './commands/keygen.ts';
 import { rotate } from './commands/rotate.ts';

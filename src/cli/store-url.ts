@@ -8,7 +8,7 @@
  * Our own query parameters are removed before the URL reaches the driver. With no spec at all
  * the store is left to `SessionManager.open` (SQLite at ORDO_SESSION_DB or ./.ordo/sessions.db).
  */
-import { DEFAULT_SQLITE_PATH, InvalidOptionsError, PostgresStore, RedisStore, SqliteStore, type SessionStore } from '../index.ts';
+import { DEFAULT_SQLITE_PATH, InvalidOptionsError, SqliteStore, type SessionStore } from './lib.ts';
 
 /** What a store spec says, before anything is opened. */
 export type StoreSpec =
@@ -44,19 +44,25 @@ export function parseStoreSpec(spec: string | undefined, env: Readonly<Record<st
   throw new InvalidOptionsError('--store must start with sqlite:, redis://, rediss://, postgres:// or postgresql://');
 }
 
-/** Builds the store a spec names, with every network wait bounded by `timeoutMs`. */
-export function createStore(spec: StoreSpec, timeoutMs: number): SessionStore {
+/**
+ * Builds the store a spec names, with every network wait bounded by `timeoutMs`. A server store
+ * (and its driver) is loaded only when named, so SQLite commands start without them.
+ */
+export async function createStore(spec: StoreSpec, timeoutMs: number): Promise<SessionStore> {
   switch (spec.kind) {
     case 'sqlite':
       return new SqliteStore({ path: spec.path, busyTimeoutMs: timeoutMs });
-    case 'redis':
+    case 'redis': {
+      const { RedisStore } = await import('../stores/redis.ts');
       return new RedisStore({
         url: spec.url,
         connectTimeoutMs: timeoutMs,
         commandTimeoutMs: timeoutMs,
         ...(spec.keyPrefix === undefined ? {} : { keyPrefix: spec.keyPrefix }),
       });
-    case 'postgres':
+    }
+    case 'postgres': {
+      const { PostgresStore } = await import('../stores/postgres.ts');
       return new PostgresStore({
         connectionString: spec.connectionString,
         connectTimeoutMs: timeoutMs,
@@ -66,6 +72,7 @@ export function createStore(spec: StoreSpec, timeoutMs: number): SessionStore {
         ...(spec.schema === undefined ? {} : { schema: spec.schema }),
         ...(spec.table === undefined ? {} : { table: spec.table }),
       });
+    }
   }
 }
 

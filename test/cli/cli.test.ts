@@ -386,7 +386,7 @@ describe('list, clear, purge', () => {
     const lines = result.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^BROKER\s+KEY\s+EXPIRES\s+EXPIRES AT\s+UPDATED\s+KEY ID$/);
     expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 2).join('/'))).toEqual(['fyers/XY1', 'fyers/XY2', 'kite/AB1', 'kite-paper/AB1']);
-    expect(lines[1]).toMatch(/^fyers +XY1 +in 1h 59m +\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z +\d+s ago +k1$/);
+    expect(lines[1]).toMatch(/^fyers +XY1 +in 1h 59m +\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z +\d+m?s ago +k1$/);
     expect(lines[1]).toMatch(/k1$/);
     expect(result.stdout).not.toContain(ACCESS.slice(-4));
     expect(result.stdout).not.toContain(ESC);

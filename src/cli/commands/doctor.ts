@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { KeyInUseError, SessionError, SessionManager, type Keyring, type SessionStore } from '../../index.ts';
+import { KeyInUseError, SessionError, SessionManager, type Keyring, type SessionStore } from '../lib.ts';
 import { EXIT, usageError, type Command, type Context } from '../context.ts';
 import { formatDuration, printable, relativeTime } from '../format.ts';
 import { describeStoreSpec } from '../store-url.ts';
@@ -90,7 +90,7 @@ async function diagnose(context: Context, report: (check: Check) => void): Promi
 
   let store: SessionStore;
   try {
-    store = context.createStore();
+    store = await context.createStore();
   } catch (error) {
     report({ check: 'store', status: 'fail', detail: failure(error) });
     return;
@@ -127,7 +127,7 @@ async function diagnose(context: Context, report: (check: Check) => void): Promi
     report({ check: 'canary', status: 'fail', detail: failure(error) });
     if (!(error instanceof KeyInUseError)) return;
     // The keys are right but one is missing: the rest of the checks still say something useful.
-    store = context.createStore();
+    store = await context.createStore();
     try {
       sessions = await open(true);
     } catch {

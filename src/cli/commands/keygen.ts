@@ -1,6 +1,6 @@
 /** `keygen`: a new key in the config format, or a whole new ORDO_SESSION_KEYS value with it first. */
 import { readFileSync } from 'node:fs';
-import { Keyring } from '../../index.ts';
+import { Keyring } from '../lib.ts';
 import { EXIT, type Command } from '../context.ts';
 
 export const keygen: Command = {

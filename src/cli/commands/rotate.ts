@@ -1,6 +1,6 @@
 /** `rotate`: reseal every session under the primary key, with progress, resumable after Ctrl-C. */
 import cliProgress from 'cli-progress';
-import { RotationAbortedError, type RotationResult, type SessionManager } from '../../index.ts';
+import { RotationAbortedError, type RotationResult, type SessionManager } from '../lib.ts';
 import { CliError, EXIT, usageError, withSessions, type Command, type Context } from '../context.ts';
 
 /** How often piped progress is printed, at most. */

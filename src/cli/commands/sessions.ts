@@ -1,7 +1,7 @@
 /** The session commands: set, get, list, delete, clear, purge. */
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
-import { dailyExpiry, IDENTIFIER_PATTERN, InvalidExpiryError, InvalidSessionDataError, InvalidSessionKeyError, type BrokerSessionInfo, type ExpiryOptions } from '../../index.ts';
+import { dailyExpiry, IDENTIFIER_PATTERN, InvalidExpiryError, InvalidSessionDataError, InvalidSessionKeyError, type BrokerSessionInfo, type ExpiryOptions } from '../lib.ts';
 import { CliError, EXIT, usageError, withSessions, type Command, type Context, type OptionValues } from '../context.ts';
 import { isoSeconds, maskValue, parseDuration, printable, relativeTime, table } from '../format.ts';
 

@@ -1,7 +1,7 @@
 /** `watch`: prints change notifications (never data) until Ctrl-C. */
 import { EXIT, usageError, withSessions, type Command } from '../context.ts';
 import { printable } from '../format.ts';
-import { IDENTIFIER_PATTERN, InvalidSessionKeyError } from '../../index.ts';
+import { IDENTIFIER_PATTERN, InvalidSessionKeyError } from '../lib.ts';
 
 export const watch: Command = {
   name: 'watch',
