@@ -1,5 +1,6 @@
 // The whole public API of ordo-sessions, on one screen.
-export { SessionManager, BrokerSessions, DEFAULT_SQLITE_PATH } from './session-manager.ts';
+export { SessionManager, DEFAULT_SQLITE_PATH } from './session-manager.ts';
+export { BrokerSessions } from './broker-sessions.ts';
 export type { SessionManagerOptions, SessionInfo } from './session-manager.ts';
 export type { BrokerSessionInfo } from './session-manager.ts';
 export type { ExpiryOptions, DailyExpiryOptions } from './expiry.ts';
