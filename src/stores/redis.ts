@@ -695,7 +695,8 @@ export class RedisStore implements SessionStore {
    * this store watches and on a cluster (where `PUBSUB NUMSUB` counts one node's subscribers
    * only); else the server's answer, asked at most every {@link WATCHER_RECHECK_MS} and shared
    * by the sets meanwhile (`subscribe` resolves only after that long). An unwatched set is a
-   * plain `SET`, not a script: about a fifth cheaper for the server. When the question fails, sets publish.
+   * plain `SET`, which costs the server less than running a script. When the question fails,
+   * sets publish.
    */
   async #anyoneWatching(): Promise<boolean> {
     if (this.#cluster || this.#subscriber !== undefined) return true;
