@@ -27,7 +27,6 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import {
@@ -39,6 +38,7 @@ import {
   StoreUnavailableError,
 } from '../errors.ts';
 import { newVersion } from './keys.ts';
+import { WATCHER_HEARTBEAT_MS, WATCHER_TTL_MS, WatchedAnswer, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
   ListOptions,
@@ -183,12 +183,6 @@ const MIGRATIONS: readonly Migration[] = [
 /** The schema version this build migrates to. */
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
 
-/** How long a writer trusts its "does anyone watch?" answer; `subscribe` waits this out. */
-const WATCHER_RECHECK_MS = 250;
-/** A watcher's row counts this long after its last heartbeat (a crashed watcher stops counting). */
-const WATCHER_TTL_MS = 30_000;
-const WATCHER_HEARTBEAT_MS = 10_000;
-
 /** The server's clock in epoch ms: one clock for every host sharing the table. */
 const SERVER_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
@@ -276,10 +270,8 @@ export class PostgresStore implements SessionStore {
   #listener: Listener | undefined;
   /** This store's heartbeat in the watchers table, while it has subscribers. */
   #heartbeat: Heartbeat | undefined;
-  /** The last answer to "does any store watch this table?", and when (performance.now) it was asked. */
-  #watched = false;
-  #watchedAskedAt = Number.NEGATIVE_INFINITY;
-  #watchedQuestion: Promise<boolean> | undefined;
+  /** The last answer to "does any store watch this table?". */
+  readonly #watched = new WatchedAnswer();
   readonly #connectTimeoutMs: number;
   readonly #queryTimeoutMs: number;
   readonly #statementNames = new Map<string, string>();
@@ -492,7 +484,7 @@ export class PostgresStore implements SessionStore {
       beat(new Deadline(this.#connectTimeoutMs + this.#queryTimeoutMs)).catch(() => undefined); // retried on the next beat
     }, WATCHER_HEARTBEAT_MS);
     timer.unref();
-    const seen = beat(deadline).then(() => sleep(WATCHER_RECHECK_MS + 50));
+    const seen = beat(deadline).then(waitForWriters);
     seen.catch(() => undefined);
     return { id, timer, seen };
   }
@@ -587,29 +579,15 @@ export class PostgresStore implements SessionStore {
 
   /**
    * Whether any store (in any process) watches this table: true while this one does; else the
-   * watchers table's answer, asked at most every {@link WATCHER_RECHECK_MS} and shared by the
-   * writes meanwhile. `subscribe` resolves only after that long, so no change made after it
-   * resolves goes unnotified. When the question fails, writes notify.
+   * watchers table's answer ({@link WatchedAnswer}: at most one question every 250 ms, shared by
+   * the writes meanwhile, and a failed question counts as watched).
    */
-  async #anyoneWatching(deadline: Deadline): Promise<boolean> {
+  #anyoneWatching(deadline: Deadline): boolean | Promise<boolean> {
     if (this.#heartbeat !== undefined) return true;
-    if (performance.now() - this.#watchedAskedAt < WATCHER_RECHECK_MS) return this.#watched;
-    this.#watchedQuestion ??= this.#askWatched(deadline).finally(() => {
-      this.#watchedQuestion = undefined;
-    });
-    return this.#watchedQuestion;
-  }
-
-  async #askWatched(deadline: Deadline): Promise<boolean> {
-    const askedAt = performance.now(); // an answer is as old as its question
-    try {
+    return this.#watched.get(async () => {
       const { rows } = await this.#query<{ watched: boolean }>(deadline, this.#sql.anyWatcher, [WATCHER_TTL_MS]);
-      this.#watched = rows[0]?.watched === true;
-      this.#watchedAskedAt = askedAt;
-      return this.#watched;
-    } catch {
-      return true; // unknown: notify, as if watched; the write itself reports a real failure
-    }
+      return rows[0]?.watched === true;
+    });
   }
 
   /**

@@ -50,7 +50,6 @@
  * on a cluster): a plain `SET`, since nobody would hear it.
  */
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   ClientClosedError,
   ClientOfflineError,
@@ -80,6 +79,7 @@ import {
   StoreUnavailableError,
 } from '../errors.ts';
 import { newVersion } from './keys.ts';
+import { WatchedAnswer, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
   ListOptions,
@@ -218,8 +218,6 @@ const FORMAT = 1;
 const HEADER_BYTES = 19; // format, flags, expiresAt, updatedAt, version length
 const MAX_VERSION_BYTES = 255;
 const MAX_PAGE = 1000;
-/** How long a writer trusts its "does anyone subscribe?" answer; `subscribe` waits this out. */
-const WATCHER_RECHECK_MS = 250;
 const MAX_TIMER_MS = 2_147_483_647;
 /** SCAN COUNT bounds: a page starts near its limit and grows while matches are sparse. */
 const MIN_SCAN_COUNT = 10;
@@ -409,10 +407,8 @@ export class RedisStore implements SessionStore {
   /** Change subscribers, served by one dedicated subscriber connection while there are any. */
   readonly #subscribers = new Set<{ readonly prefix: string; readonly listener: (change: StoreChange) => void }>();
   #subscriber: Promise<SubscriberLike> | undefined;
-  /** The last answer to "does anyone subscribe to the change channel?", and when (performance.now) it was asked. */
-  #watched = false;
-  #watchedAskedAt = Number.NEGATIVE_INFINITY;
-  #watchedQuestion: Promise<boolean> | undefined;
+  /** The last answer to "does anyone subscribe to the change channel?". */
+  readonly #watched = new WatchedAnswer();
   readonly #onMessage = (message: string): void => {
     const change = parseChangeMessage(message);
     if (change === undefined) return;
@@ -653,7 +649,7 @@ export class RedisStore implements SessionStore {
       try {
         await bounded(subscriber.connect(), this.#connectTimeoutMs);
         await bounded(subscriber.subscribe(this.#channel, this.#onMessage), this.#commandTimeoutMs);
-        await sleep(WATCHER_RECHECK_MS + 50); // every writer has asked again since: its sets publish
+        await waitForWriters(); // every writer has asked again since: its sets publish
       } catch (error) {
         subscriber.destroy();
         throw error;
@@ -693,30 +689,16 @@ export class RedisStore implements SessionStore {
   /**
    * Whether anyone subscribes to the change channel, so that a set must publish: always while
    * this store watches and on a cluster (where `PUBSUB NUMSUB` counts one node's subscribers
-   * only); else the server's answer, asked at most every {@link WATCHER_RECHECK_MS} and shared
-   * by the sets meanwhile (`subscribe` resolves only after that long). An unwatched set is a
-   * plain `SET`, which costs the server less than running a script. When the question fails,
-   * sets publish.
+   * only); else the server's answer ({@link WatchedAnswer}: at most one question every 250 ms,
+   * shared by the sets meanwhile, and a failed question counts as watched). An unwatched set is a
+   * plain `SET`, which costs the server less than running a script.
    */
-  async #anyoneWatching(): Promise<boolean> {
+  #anyoneWatching(): boolean | Promise<boolean> {
     if (this.#cluster || this.#subscriber !== undefined) return true;
-    if (performance.now() - this.#watchedAskedAt < WATCHER_RECHECK_MS) return this.#watched;
-    this.#watchedQuestion ??= this.#askWatched().finally(() => {
-      this.#watchedQuestion = undefined;
-    });
-    return this.#watchedQuestion;
-  }
-
-  async #askWatched(): Promise<boolean> {
-    const askedAt = performance.now(); // an answer is as old as its question
-    try {
+    return this.#watched.get(async () => {
       const reply = await this.#send(undefined, ['PUBSUB', 'NUMSUB', this.#channel], 'read');
-      this.#watched = !Array.isArray(reply) || Number(reply[1]) !== 0;
-      this.#watchedAskedAt = askedAt;
-      return this.#watched;
-    } catch {
-      return true;
-    }
+      return !Array.isArray(reply) || Number(reply[1]) !== 0;
+    });
   }
 
   /** Runs one public call: refuses after close, waits for a connection, types its errors. */

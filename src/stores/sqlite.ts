@@ -16,9 +16,9 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidOptionsError, SessionClosedError, StoreError, StoreUnavailableError } from '../errors.ts';
 import { compareCodePoints, newVersion, prefixUpperBound } from './keys.ts';
+import { WATCHER_HEARTBEAT_MS, WATCHER_RECHECK_MS, WATCHER_TTL_MS, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
   ListOptions,
@@ -472,11 +472,6 @@ function listedRecord(row: Row): { key: string } & StoredRecord {
 }
 
 const DEFAULT_POLL_INTERVAL_MS = 250;
-/** A watcher's row counts this long after its last heartbeat (a crashed watcher stops counting). */
-const WATCHER_TTL_MS = 30_000;
-const WATCHER_HEARTBEAT_MS = 10_000;
-/** How stale a writer's "is anyone watching?" answer may be; `subscribe` waits this out. */
-const WATCHER_RECHECK_MS = 250;
 /** Change-log rows kept: a subscriber more than this many changes behind misses the oldest. */
 const CHANGE_LOG_KEEP = 10_000;
 const CHANGE_LOG_PRUNE_EVERY = 500;
@@ -592,7 +587,7 @@ class ChangeLog {
     }, WATCHER_HEARTBEAT_MS);
     heartbeat.unref();
     this.#watcherIds.set(watcherId, heartbeat);
-    await sleep(WATCHER_RECHECK_MS + 50); // every writer has now seen the heartbeat row
+    await waitForWriters(); // every writer has now seen the heartbeat row
     let lastId = this.#latest.get()?.id ?? 0;
     let lastVersion = this.#dataVersion();
     let lastLocal = this.#localWrites;
