@@ -38,6 +38,7 @@ import {
   StoreUnavailableError,
 } from '../errors.ts';
 import { newVersion } from './keys.ts';
+import { positiveInteger, settleWithin } from './timeouts.ts';
 import { WATCHER_HEARTBEAT_MS, WATCHER_TTL_MS, WatchedAnswer, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
@@ -189,7 +190,6 @@ const SERVER_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LONE_SURROGATE = /\p{Cs}/u;
 const MAX_PAGE = 1000;
-const MAX_TIMER_MS = 2_147_483_647;
 
 const UNAVAILABLE_SQLSTATES = new Set([
   '57P01', // admin_shutdown: pg_terminate_backend, or a fast shutdown
@@ -287,8 +287,8 @@ export class PostgresStore implements SessionStore {
     const schema = identifier(options.schema ?? 'public', 'schema', 63);
     if (schema.toLowerCase().startsWith('pg_')) throw new InvalidOptionsError('PostgresStore schema must not start with "pg_"');
     const table = identifier(options.table ?? 'ordo_sessions', 'table', 48);
-    this.#connectTimeoutMs = positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 5000);
-    this.#queryTimeoutMs = positiveInteger(options.queryTimeoutMs, 'queryTimeoutMs', 5000);
+    this.#connectTimeoutMs = integerOption(options.connectTimeoutMs, 'connectTimeoutMs', 5000);
+    this.#queryTimeoutMs = integerOption(options.queryTimeoutMs, 'queryTimeoutMs', 5000);
     this.#names = {
       schema,
       migrationsName: `${table}_migrations`,
@@ -314,7 +314,7 @@ export class PostgresStore implements SessionStore {
       if (typeof applicationName !== 'string') throw new InvalidOptionsError('PostgresStore applicationName must be a string');
       this.#pool = new pg.Pool({
         connectionString,
-        max: positiveInteger(options.poolSize, 'poolSize', 10),
+        max: integerOption(options.poolSize, 'poolSize', 10),
         connectionTimeoutMillis: this.#connectTimeoutMs,
         statement_timeout: this.#queryTimeoutMs,
         application_name: applicationName,
@@ -896,19 +896,7 @@ function checkin(client: PoolClient, failed: boolean): void {
 
 /** Settles with `promise`, or rejects when the deadline passes (for waits that are safe to abandon). */
 function within<T>(promise: Promise<T>, deadline: Deadline): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(deadline.error()), deadline.remaining());
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+  return settleWithin(promise, deadline.remaining(), () => deadline.error());
 }
 
 /** Whether an error means the server could not be reached or dropped us, rather than refused the statement. */
@@ -992,10 +980,6 @@ function identifier(value: unknown, what: string, maxLength: number): string {
   return value;
 }
 
-function positiveInteger(value: number | undefined, what: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_TIMER_MS) {
-    throw new InvalidOptionsError(`PostgresStore ${what} must be a positive integer`);
-  }
-  return value;
+function integerOption(value: number | undefined, what: string, fallback: number): number {
+  return positiveInteger(value, fallback, `PostgresStore ${what} must be a positive integer`);
 }

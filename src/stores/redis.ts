@@ -79,6 +79,7 @@ import {
   StoreUnavailableError,
 } from '../errors.ts';
 import { newVersion } from './keys.ts';
+import { positiveInteger, settleWithin } from './timeouts.ts';
 import { WatchedAnswer, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
@@ -218,7 +219,6 @@ const FORMAT = 1;
 const HEADER_BYTES = 19; // format, flags, expiresAt, updatedAt, version length
 const MAX_VERSION_BYTES = 255;
 const MAX_PAGE = 1000;
-const MAX_TIMER_MS = 2_147_483_647;
 /** SCAN COUNT bounds: a page starts near its limit and grows while matches are sparse. */
 const MIN_SCAN_COUNT = 10;
 const MAX_SCAN_COUNT = 10_000;
@@ -425,8 +425,8 @@ export class RedisStore implements SessionStore {
   /** @throws InvalidOptionsError on a missing or malformed URL, cluster or client, a bad key prefix, or a bad number. */
   constructor(options: RedisStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidOptionsError('RedisStore needs options');
-    this.#commandTimeoutMs = positiveInteger(options.commandTimeoutMs, 'commandTimeoutMs', 5000);
-    this.#connectTimeoutMs = positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 5000);
+    this.#commandTimeoutMs = timeoutOption(options.commandTimeoutMs, 'commandTimeoutMs');
+    this.#connectTimeoutMs = timeoutOption(options.connectTimeoutMs, 'connectTimeoutMs');
     const socket = {
       connectTimeout: this.#connectTimeoutMs,
       reconnectStrategy: (retries: number): number => Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 50),
@@ -1032,29 +1032,13 @@ function pageLimit(limit: number | undefined): number {
   return Math.min(limit, MAX_PAGE);
 }
 
-function positiveInteger(value: number | undefined, what: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_TIMER_MS) {
-    throw new InvalidOptionsError(`RedisStore ${what} must be a positive integer of milliseconds`);
-  }
-  return value;
+function timeoutOption(value: number | undefined, what: string): number {
+  return positiveInteger(value, 5000, `RedisStore ${what} must be a positive integer of milliseconds`);
 }
 
 /** Settles with `promise`, or rejects after `ms` (the abandoned promise's rejection is swallowed). */
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new CommandTimeoutError(ms)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+  return settleWithin(promise, ms, () => new CommandTimeoutError(ms));
 }
 
 /** Whether an error means the server could not be reached, dropped us or is not serving yet. */

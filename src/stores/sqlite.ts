@@ -18,6 +18,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { InvalidOptionsError, SessionClosedError, StoreError, StoreUnavailableError } from '../errors.ts';
 import { compareCodePoints, newVersion, prefixUpperBound } from './keys.ts';
+import { positiveInteger } from './timeouts.ts';
 import { WATCHER_HEARTBEAT_MS, WATCHER_RECHECK_MS, WATCHER_TTL_MS, waitForWriters } from './watchers.ts';
 import type {
   CompareAndSetResult,
@@ -328,10 +329,11 @@ export class SqliteStore implements SessionStore {
    */
   async subscribe(prefix: string, listener: (change: StoreChange) => void, options?: SubscribeOptions): Promise<() => Promise<void>> {
     this.#assertOpen();
-    const interval = options?.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
-    if (!Number.isSafeInteger(interval) || interval < 1 || interval > 2_147_483_647) {
-      throw new InvalidOptionsError('pollIntervalMs must be a positive integer of milliseconds');
-    }
+    const interval = positiveInteger(
+      options?.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
+      DEFAULT_POLL_INTERVAL_MS,
+      'pollIntervalMs must be a positive integer of milliseconds',
+    );
     try {
       return await this.#log.subscribe(prefix, listener, interval);
     } catch (error) {
