@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { createClient, createCluster, type RedisClusterType } from 'redis';
+import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/stores/memory.ts';
 import { PostgresStore } from '../../src/stores/postgres.ts';
@@ -17,7 +17,7 @@ import { RedisStore } from '../../src/stores/redis.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import { leaseConformanceSuite } from '../lease-conformance.ts';
 import { adminPool, dropSchema, randomSchema } from '../support/postgres.ts';
-import { cli, describeWithRedisServer, startRedisCluster, type RedisCluster } from '../support/redis-server.ts';
+import { cli, describeWithRedisServer, useRedisCluster } from '../support/redis-server.ts';
 import { DATABASE_URL, REDIS_URL, describeWithService, postgresAvailable, redisAvailable } from '../support/services.ts';
 
 leaseConformanceSuite('MemoryStore', async () => new MemoryStore());
@@ -89,28 +89,12 @@ describeWithService('Redis', redisAvailable, 'RedisStore leases on the machine R
 });
 
 describeWithRedisServer('RedisStore leases on a three-master Redis Cluster', () => {
-  let cluster: RedisCluster | undefined;
-  let client: RedisClusterType;
+  const live = useRedisCluster();
 
-  beforeAll(async () => {
-    cluster = await startRedisCluster(3);
-    client = createCluster({ rootNodes: [...cluster.rootNodes], defaults: { disableOfflineQueue: true } });
-    client.on('error', () => {});
-    await client.connect();
-  }, 60_000);
-
-  afterAll(async () => {
-    try {
-      await client?.close();
-    } finally {
-      await cluster?.stop();
-    }
-  });
-
-  leaseConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'lease:' }));
+  leaseConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client: live.client(), keyPrefix: 'lease:' }));
 
   it('puts each lock key in its record key\'s hash slot', async () => {
-    const port = Number(new URL(cluster?.rootNodes[0]?.url ?? 'redis://127.0.0.1:0').port);
+    const port = Number(new URL(live.cluster().rootNodes[0]?.url ?? 'redis://127.0.0.1:0').port);
     for (const key of ['default/fyers/XY1234', 'default/kite/AB{1}', 'x/y/%7B']) {
       const tag = key.replace(/%/g, '%25').replace(/\{/g, '%7B').replace(/\}/g, '%7D');
       const slots = await Promise.all(

@@ -3,13 +3,12 @@
  * the conformance suite through a node-redis cluster client the test owns, then what a cluster
  * adds: one slot per session whatever its key, and listing that walks every master.
  */
-import { createCluster, type RedisClusterType } from 'redis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/stores/redis.ts';
 import type { SessionStore, WriteOptions } from '../../src/stores/store.ts';
 import { managerSuite } from '../manager-suite.ts';
 import { storeConformanceSuite } from '../store-conformance.ts';
-import { cli, describeWithRedisServer, startRedisCluster, type RedisCluster } from '../support/redis-server.ts';
+import { cli, describeWithRedisServer, useRedisCluster } from '../support/redis-server.ts';
 
 const forever: WriteOptions = { expiresAt: null, updatedAt: 0 };
 
@@ -32,37 +31,21 @@ async function keyslot(port: number, key: string): Promise<number> {
 }
 
 describeWithRedisServer('RedisStore on a three-master Redis Cluster', () => {
-  let cluster: RedisCluster | undefined;
-  let client: RedisClusterType;
-
-  beforeAll(async () => {
-    cluster = await startRedisCluster(3);
-    client = createCluster({ rootNodes: [...cluster.rootNodes], defaults: { disableOfflineQueue: true } });
-    client.on('error', () => {});
-    await client.connect();
-  }, 60_000);
-
-  afterAll(async () => {
-    try {
-      await client?.close();
-    } finally {
-      await cluster?.stop();
-    }
-  });
+  const live = useRedisCluster();
 
   /** Test-only inspection of the throwaway cluster: KEYS on every master. */
   async function clusterKeys(pattern: string): Promise<string[]> {
-    const perMaster = await Promise.all(client.masters.map(async (master) => (await client.nodeClient(master)).keys(pattern)));
+    const perMaster = await Promise.all(live.client().masters.map(async (master) => (await live.client().nodeClient(master)).keys(pattern)));
     return perMaster.flat();
   }
 
-  storeConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'conf:' }));
-  managerSuite('RedisStore (cluster client)', async () => new RedisStore({ client, keyPrefix: 'manager:' }));
+  storeConformanceSuite('RedisStore (cluster client)', async () => new RedisStore({ client: live.client(), keyPrefix: 'conf:' }));
+  managerSuite('RedisStore (cluster client)', async () => new RedisStore({ client: live.client(), keyPrefix: 'manager:' }));
 
   describe('cluster specifics', () => {
     it('keeps every key of one session in one slot, whatever braces its storage key holds', async () => {
-      const store = new RedisStore({ client, keyPrefix: 'slot:' });
-      const port = cluster!.servers[0]!.port;
+      const store = new RedisStore({ client: live.client(), keyPrefix: 'slot:' });
+      const port = live.cluster().servers[0]!.port;
       for (const key of ['users/1', '{a}b', '}{', 'a}', '{', '', 'x'.repeat(300)]) {
         await store.set(key, new Uint8Array([1]), forever);
         const [recordKey] = await clusterKeys('slot:*');
@@ -75,10 +58,10 @@ describeWithRedisServer('RedisStore on a three-master Redis Cluster', () => {
     });
 
     it('spreads records over every master and lists, deletes and purges them all', async () => {
-      const store = new RedisStore({ client, keyPrefix: 'spread:' });
+      const store = new RedisStore({ client: live.client(), keyPrefix: 'spread:' });
       const keys = Array.from({ length: 300 }, (_, i) => `s/${String(i).padStart(3, '0')}`);
       await Promise.all(keys.map((key) => store.set(key, new Uint8Array([2]), { expiresAt: Date.now() + 60_000, updatedAt: 0 })));
-      for (const master of client.masters) expect(await (await client.nodeClient(master)).keys('spread:*')).not.toEqual([]);
+      for (const master of live.client().masters) expect(await (await live.client().nodeClient(master)).keys('spread:*')).not.toEqual([]);
       expect(await listAll(store, 's/', 7)).toEqual(keys);
       expect(await store.purgeExpired('s/1', Date.now() + 120_000)).toBe(100);
       expect(await store.deleteByPrefix('s/')).toBe(200);
@@ -87,13 +70,13 @@ describeWithRedisServer('RedisStore on a three-master Redis Cluster', () => {
     });
 
     it('creates and closes its own cluster client from a cluster configuration', async () => {
-      const store = new RedisStore({ cluster: { rootNodes: [...cluster!.rootNodes] }, keyPrefix: 'own:' });
+      const store = new RedisStore({ cluster: { rootNodes: [...live.cluster().rootNodes] }, keyPrefix: 'own:' });
       await store.open();
       const { version } = await store.set('k', new Uint8Array([3]), forever);
       expect((await store.compareAndSet('k', version, new Uint8Array([4]), forever)).ok).toBe(true);
       expect(await store.deleteByPrefix('')).toBe(1);
       await store.close();
-      expect(client.isOpen).toBe(true); // the test's own cluster client is untouched
+      expect(live.client().isOpen).toBe(true); // the test's own cluster client is untouched
     });
   });
 });

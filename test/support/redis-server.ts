@@ -13,7 +13,8 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, it } from 'vitest';
+import { createCluster, type RedisClusterType } from 'redis';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { IN_CI } from './services.ts';
 
 const SERVER = process.env['REDIS_SERVER_BIN'] ?? 'redis-server';
@@ -180,6 +181,33 @@ export interface RedisCluster {
   readonly rootNodes: ReadonlyArray<{ readonly url: string }>;
   /** Stops every server and removes their directories. Idempotent. */
   stop(): Promise<void>;
+}
+
+/**
+ * Inside a describe: a three-master cluster started before its tests, with a connected cluster
+ * client of the test's own (no offline queue), both stopped after them.
+ */
+export function useRedisCluster(): { readonly cluster: () => RedisCluster; readonly client: () => RedisClusterType } {
+  let cluster: RedisCluster | undefined;
+  let client: RedisClusterType | undefined;
+  beforeAll(async () => {
+    cluster = await startRedisCluster(3);
+    client = createCluster({ rootNodes: [...cluster.rootNodes], defaults: { disableOfflineQueue: true } });
+    client.on('error', () => {});
+    await client.connect();
+  }, 60_000);
+  afterAll(async () => {
+    try {
+      await client?.close();
+    } finally {
+      await cluster?.stop();
+    }
+  });
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the test cluster is not started yet');
+    return value;
+  };
+  return { cluster: () => started(cluster), client: () => started(client) };
 }
 
 /** Starts `size` cluster-enabled servers, joins them with `redis-cli --cluster create`, waits for `cluster_state:ok`. */
